@@ -1,0 +1,1 @@
+//! The few syscalls std lacks.

@@ -1,0 +1,1 @@
+//! Oracles shared by fuzz targets and the regression replay test.
