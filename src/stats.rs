@@ -1,1 +1,64 @@
-//! Atomic counters.
+//! Process-wide counters, updated with relaxed atomics by the workers and read
+//! by whoever reports them (logs now, the admin API later). Never locked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The counters. Names follow pgvpd 1.0's metric names where one exists.
+#[derive(Default)]
+pub struct Stats {
+    /// Client connections accepted (`pgvpd_connections_total`).
+    pub connections_total: AtomicU64,
+    /// Client connections open now (`pgvpd_connections_active`).
+    pub connections_active: AtomicU64,
+    /// Sessions whose tenant context was set and released to the client.
+    pub sessions_started: AtomicU64,
+    /// Connections refused because `max_client_conn` was reached.
+    pub refused_max_clients: AtomicU64,
+    /// Tenant logins refused by allow/deny lists.
+    pub tenant_rejected_deny: AtomicU64,
+    /// Connections closed because handling them panicked (a bug; see logs).
+    pub panics: AtomicU64,
+    /// Protocol violations by either peer.
+    pub protocol_errors: AtomicU64,
+    /// Handshakes that hit `handshake_timeout`.
+    pub handshake_timeouts: AtomicU64,
+    /// Cancel requests forwarded upstream.
+    pub cancels_forwarded: AtomicU64,
+    /// Times accepting paused because file descriptors ran out.
+    pub accept_pauses: AtomicU64,
+}
+
+impl Stats {
+    pub const fn new() -> Self {
+        Stats {
+            connections_total: AtomicU64::new(0),
+            connections_active: AtomicU64::new(0),
+            sessions_started: AtomicU64::new(0),
+            refused_max_clients: AtomicU64::new(0),
+            tenant_rejected_deny: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            handshake_timeouts: AtomicU64::new(0),
+            cancels_forwarded: AtomicU64::new(0),
+            accept_pauses: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The process's counters.
+pub static STATS: Stats = Stats::new();
+
+/// Adds one to a counter.
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Subtracts one from a gauge (never below zero).
+pub fn dec(c: &AtomicU64) {
+    let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+}
+
+/// Reads a counter.
+pub fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
