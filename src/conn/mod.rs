@@ -1,1 +1,104 @@
-//! Per-connection state machines. PURE.
+//! Per-connection state machines. PURE: bytes and time go in, bytes and
+//! actions come out; no sockets, no clock, no logging (the reactor logs).
+//!
+//! ## The sans-IO contract (quinn's names)
+//! Inputs: `Session::handle_client_read(n)` / `handle_server_read(n)` after the
+//! reactor filled `client_read_buf()` / `server_read_buf()`;
+//! `handle_client_eof` / `handle_server_eof`; `handle_client_written(n)` /
+//! `handle_server_written(n)` after writing `client_output()` /
+//! `server_output()`; `handle_server_connected` / `handle_server_connect_failed`;
+//! `handle_timeout(now)`.
+//! Outputs: `poll_action()` (`Action`), `wants_client_read()`,
+//! `wants_server_read()`, `client_output()`, `server_output()`,
+//! `next_deadline()`, `closed()`.
+//!
+//! ## Invariants (each has a test)
+//! - No client byte reaches the server before the tenant context is set, except
+//!   authentication responses (`p`) answering a server challenge, and the
+//!   verbatim startup of a superuser-bypass user.
+//! - Proxy-generated messages are queued whole (`to_client`/`to_server`) and
+//!   flushed before any relayed ring bytes, so they never split a message.
+//! - A phase that is not legal for an input closes the connection with one reason.
+//!
+//! See `docs/architecture.md`, sections "Phases" and "Security model".
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod inject;
+mod session;
+mod timers;
+pub mod username;
+
+pub use session::{Session, SessionConfig};
+pub use timers::{TimerKind, TimerTable};
+
+/// Which socket of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// What the session asks the reactor to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open the upstream TCP connection (a timer is already armed).
+    ConnectUpstream,
+    /// The tenant context is set and ReadyForQuery released (for logs/stats).
+    SessionStarted,
+}
+
+/// Why a session ended. Logged once by the reactor and counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    ClientEof,
+    ServerEof,
+    ClientProtocol,
+    ServerProtocol,
+    HandshakeTimeout,
+    ConnectFailed,
+    ConnectTimeout,
+    AuthFailed,
+    ServerError,
+    InjectionFailed,
+    RoleRefused,
+    BadUsername,
+    TenantDenied,
+    CancelForwarded,
+    DrainTimeout,
+    Shutdown,
+    TooManyClients,
+    IoError,
+    Panic,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientEof => "client_eof",
+            CloseReason::ServerEof => "server_eof",
+            CloseReason::ClientProtocol => "client_protocol_violation",
+            CloseReason::ServerProtocol => "server_protocol_violation",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::ConnectFailed => "upstream_connect_failed",
+            CloseReason::ConnectTimeout => "upstream_connect_timeout",
+            CloseReason::AuthFailed => "auth_failed",
+            CloseReason::ServerError => "server_error",
+            CloseReason::InjectionFailed => "context_injection_failed",
+            CloseReason::RoleRefused => "role_refused",
+            CloseReason::BadUsername => "bad_username",
+            CloseReason::TenantDenied => "tenant_denied",
+            CloseReason::CancelForwarded => "cancel_forwarded",
+            CloseReason::DrainTimeout => "drain_timeout",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::TooManyClients => "too_many_clients",
+            CloseReason::IoError => "io_error",
+            CloseReason::Panic => "panic",
+        }
+    }
+}

@@ -1,1 +1,64 @@
-//! The mio event loop.
+//! The mio event loop: `workers` threads, each with its own `Poll`, slab of
+//! connections, deadline heap and buffer pool. The only code (with `sys`)
+//! that touches sockets, mio or the clock. See `docs/architecture.md`,
+//! section "Reactor".
+
+mod deadlines;
+mod slab;
+pub mod token;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::Waker;
+
+use crate::conn::SessionConfig;
+
+/// State shared by all workers (atomics only: no locks on the data path).
+#[derive(Default)]
+pub struct Shared {
+    /// Set on SIGINT/SIGTERM: stop accepting, drain, exit.
+    pub shutdown: AtomicBool,
+    /// Client connections open across all workers (for `max_client_conn`).
+    pub active_clients: AtomicUsize,
+}
+
+/// What every worker needs to start.
+#[derive(Clone)]
+pub struct WorkerSettings {
+    pub session: Arc<SessionConfig>,
+    pub upstream: Arc<[SocketAddr]>,
+    pub max_client_conn: usize,
+    pub shutdown_timeout: Duration,
+}
+
+/// A running worker thread and the waker that interrupts its poll.
+pub struct WorkerHandle {
+    pub waker: Arc<Waker>,
+    pub thread: JoinHandle<()>,
+}
+
+/// Starts `count` workers, each registering its own clone of `listener`.
+pub fn spawn_workers(
+    count: usize,
+    listener: &std::net::TcpListener,
+    settings: WorkerSettings,
+    shared: Arc<Shared>,
+) -> io::Result<Vec<WorkerHandle>> {
+    let mut handles = Vec::with_capacity(count);
+    for id in 0..count {
+        let l = listener.try_clone()?;
+        l.set_nonblocking(true)?;
+        let (worker, waker) = worker::Worker::new(id, mio::net::TcpListener::from_std(l), settings.clone(), shared.clone())?;
+        let thread = std::thread::Builder::new()
+            .name(format!("pgvpd-worker-{id}"))
+            .spawn(move || worker.run())?;
+        handles.push(WorkerHandle { waker, thread });
+    }
+    Ok(handles)
+}

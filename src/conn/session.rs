@@ -1,0 +1,950 @@
+//! The passthrough session: one client, at most one upstream server.
+//!
+//! Phases (`Phase`), with the inputs legal in each:
+//! - `Startup`: startup-family packets from the client (SSLRequest and
+//!   GSSENCRequest → `N`, at most two; CancelRequest; StartupMessage).
+//! - `Connecting`: upstream TCP connect in flight; client bytes are held.
+//! - `Authenticating`: server `R`/`E`/`N`/`v` relayed; client `p` only when a
+//!   challenge is outstanding (`AuthStep::AwaitClient`), otherwise held.
+//! - `PostAuth`: server `S`/`K`/`N` forwarded, the first `Z` is held back.
+//! - `Injecting`: the context batch is out; its answers are checked in order.
+//! - `Transparent`: raw relay in both directions through the rings.
+//! - `BypassConnecting`: superuser bypass; the verbatim startup goes first.
+//! - `CancelConnecting` / `CancelSending`: forward a CancelRequest, then close.
+//! - `Draining`: flush what is queued toward one side, then close.
+//! - `Closed`; `Poisoned` only during a transition (seeing it is a bug).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::inject::{self, Fed, Step};
+use super::timers::{TimerKind, TimerTable};
+use super::username::{self, UserKind};
+use super::{Action, CloseReason, Side};
+use crate::auth::md5::md5_password_response;
+use crate::buf::{BufPool, ByteRing};
+use crate::protocol::backend::{self, Auth};
+use crate::protocol::frame::parse_frame;
+use crate::protocol::frontend::{self, StartupPacket};
+use crate::protocol::{FramePhase, Limits, ProtoError, encode, tag};
+
+/// Most bytes of proxy-generated output queued toward one peer before the
+/// session stops consuming input (backpressure during the handshake).
+const OUT_CAP: usize = 64 * 1024;
+/// How long the last bytes may take to flush before a close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// SSLRequest + GSSENCRequest: the most negotiation packets before a startup.
+const MAX_NEGOTIATIONS: u8 = 2;
+
+/// Settings a session needs, shared by all sessions of a worker.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub tenant_separator: String,
+    pub context_variables: Vec<String>,
+    pub value_separator: String,
+    pub superuser_bypass: Vec<String>,
+    pub set_role: Option<String>,
+    pub tenant_allow: Option<Vec<String>>,
+    pub tenant_deny: Option<Vec<String>>,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub limits: Limits,
+}
+
+impl SessionConfig {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        SessionConfig {
+            tenant_separator: c.tenant_separator.clone(),
+            context_variables: c.context_variables.clone(),
+            value_separator: c.value_separator.clone(),
+            superuser_bypass: c.superuser_bypass.clone(),
+            set_role: c.set_role.clone(),
+            tenant_allow: c.tenant_allow.clone(),
+            tenant_deny: c.tenant_deny.clone(),
+            handshake_timeout: c.handshake_timeout,
+            connect_timeout: c.upstream_connect_timeout,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What a tenant handshake carries until the context is set.
+#[derive(Debug)]
+struct Handshake {
+    /// Upstream login role (from the user name).
+    role: String,
+    /// One value per context variable.
+    values: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthStep {
+    /// No client message expected; client bytes are held.
+    AwaitServer,
+    /// One `p` expected. `Some(salt)`: we asked for cleartext in place of the
+    /// server's MD5 challenge and answer the server ourselves.
+    AwaitClient { md5_salt: Option<[u8; 4]> },
+}
+
+#[derive(Debug)]
+enum Phase {
+    Startup { negotiations: u8 },
+    Connecting(Box<Handshake>),
+    Authenticating(Box<Handshake>, AuthStep),
+    PostAuth(Box<Handshake>),
+    Injecting(Box<Handshake>, Step),
+    BypassConnecting,
+    Transparent,
+    CancelConnecting,
+    CancelSending,
+    Draining { toward: Side },
+    Closed,
+    Poisoned,
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Startup { .. } => "startup",
+            Phase::Connecting(_) | Phase::BypassConnecting | Phase::CancelConnecting => {
+                "upstream connect"
+            }
+            Phase::Authenticating(..) => "authentication",
+            Phase::PostAuth(_) => "post-auth",
+            Phase::Injecting(..) => "context injection",
+            Phase::Transparent => "transparent",
+            Phase::CancelSending => "cancel",
+            Phase::Draining { .. } => "draining",
+            Phase::Closed => "closed",
+            Phase::Poisoned => "poisoned",
+        }
+    }
+}
+
+/// Facts about the session for log lines (set as they become known).
+#[derive(Debug, Default, Clone)]
+pub struct SessionInfo {
+    pub role: String,
+    pub database: String,
+    pub tenant: String,
+    pub bypass: bool,
+}
+
+/// One client connection and its upstream server.
+pub struct Session {
+    cfg: Arc<SessionConfig>,
+    phase: Phase,
+    c2s: Option<ByteRing>,
+    s2c: Option<ByteRing>,
+    to_client: Vec<u8>,
+    to_server: Vec<u8>,
+    timers: TimerTable,
+    action: Option<Action>,
+    close: Option<(CloseReason, String)>,
+    /// Rings carried authentication bytes: zero them before reuse.
+    wipe_rings: bool,
+    pub info: SessionInfo,
+}
+
+impl Session {
+    pub fn new(cfg: Arc<SessionConfig>, now: Instant) -> Self {
+        let mut timers = TimerTable::default();
+        timers.set(TimerKind::Handshake, now + cfg.handshake_timeout);
+        Session {
+            cfg,
+            phase: Phase::Startup { negotiations: 0 },
+            c2s: None,
+            s2c: None,
+            to_client: Vec::new(),
+            to_server: Vec::new(),
+            timers,
+            action: None,
+            close: None,
+            wipe_rings: true,
+            info: SessionInfo::default(),
+        }
+    }
+
+    // ----------------------------------------------------------------- outputs
+
+    /// The next action for the reactor, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.action.take()
+    }
+
+    /// `Some` once the session is over: reason and a detail for the log.
+    pub fn closed(&self) -> Option<(CloseReason, &str)> {
+        match self.phase {
+            Phase::Closed => self.close.as_ref().map(|(r, d)| (*r, d.as_str())),
+            _ => None,
+        }
+    }
+
+    pub fn phase_name(&self) -> &'static str {
+        self.phase.name()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// True while the upstream socket should exist but is not connected.
+    pub fn server_connecting(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Connecting(_) | Phase::BypassConnecting | Phase::CancelConnecting
+        )
+    }
+
+    fn relaying(&self) -> bool {
+        matches!(self.phase, Phase::Transparent)
+    }
+
+    pub fn wants_client_read(&self) -> bool {
+        let open = matches!(
+            self.phase,
+            Phase::Startup { .. }
+                | Phase::Connecting(_)
+                | Phase::Authenticating(..)
+                | Phase::PostAuth(_)
+                | Phase::Injecting(..)
+                | Phase::BypassConnecting
+                | Phase::Transparent
+        );
+        open && self.to_client.len() < OUT_CAP && !self.c2s.as_ref().is_some_and(|r| r.is_full())
+    }
+
+    pub fn wants_server_read(&self) -> bool {
+        let open = matches!(
+            self.phase,
+            Phase::Authenticating(..) | Phase::PostAuth(_) | Phase::Injecting(..) | Phase::Transparent
+        );
+        open && self.to_client.len() < OUT_CAP && !self.s2c.as_ref().is_some_and(|r| r.is_full())
+    }
+
+    /// Bytes to write to the client: generated output first, then relayed bytes.
+    pub fn client_output(&self) -> (&[u8], &[u8]) {
+        if !self.to_client.is_empty() {
+            return (&self.to_client, &[]);
+        }
+        match (&self.phase, &self.s2c) {
+            (Phase::Transparent | Phase::Draining { toward: Side::Client }, Some(r)) => r.readable(),
+            _ => (&[], &[]),
+        }
+    }
+
+    /// Bytes to write to the server (only once connected).
+    pub fn server_output(&self) -> (&[u8], &[u8]) {
+        if self.server_connecting() {
+            return (&[], &[]);
+        }
+        if !self.to_server.is_empty() {
+            return (&self.to_server, &[]);
+        }
+        match (&self.phase, &self.c2s) {
+            (Phase::Transparent | Phase::Draining { toward: Side::Server }, Some(r)) => r.readable(),
+            _ => (&[], &[]),
+        }
+    }
+
+    // ------------------------------------------------------------------ inputs
+
+    /// Free space to read client bytes into (allocating the ring if needed).
+    pub fn client_read_buf(&mut self, pool: &mut BufPool) -> &mut [u8] {
+        self.c2s.get_or_insert_with(|| pool.checkout()).free_contiguous_mut()
+    }
+
+    pub fn server_read_buf(&mut self, pool: &mut BufPool) -> &mut [u8] {
+        self.s2c.get_or_insert_with(|| pool.checkout()).free_contiguous_mut()
+    }
+
+    /// `n` bytes were read into `client_read_buf()`.
+    pub fn handle_client_read(&mut self, n: usize, now: Instant) {
+        if let Some(r) = self.c2s.as_mut() {
+            r.commit(n);
+        }
+        self.process(now);
+    }
+
+    pub fn handle_server_read(&mut self, n: usize, now: Instant) {
+        if let Some(r) = self.s2c.as_mut() {
+            r.commit(n);
+        }
+        self.process(now);
+    }
+
+    /// The client closed its side (or reset).
+    pub fn handle_client_eof(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Transparent => {
+                let pending = !self.to_server.is_empty()
+                    || self.c2s.as_ref().is_some_and(|r| !r.is_empty());
+                if pending {
+                    self.drain(Side::Server, CloseReason::ClientEof, String::new(), now);
+                } else {
+                    self.finish(CloseReason::ClientEof, String::new());
+                }
+            }
+            Phase::CancelConnecting | Phase::CancelSending | Phase::Draining { .. } | Phase::Closed => {}
+            _ => self.finish(CloseReason::ClientEof, format!("during {}", self.phase.name())),
+        }
+    }
+
+    /// The server closed its side (or reset).
+    pub fn handle_server_eof(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Transparent => {
+                let pending = !self.to_client.is_empty()
+                    || self.s2c.as_ref().is_some_and(|r| !r.is_empty());
+                if pending {
+                    self.drain(Side::Client, CloseReason::ServerEof, String::new(), now);
+                } else {
+                    self.finish(CloseReason::ServerEof, String::new());
+                }
+            }
+            Phase::CancelSending | Phase::CancelConnecting => {
+                self.finish(CloseReason::CancelForwarded, String::new())
+            }
+            Phase::Draining { .. } | Phase::Closed => {}
+            _ => {
+                let phase = self.phase.name();
+                self.fail(
+                    "08006",
+                    &format!("upstream server closed the connection during {phase}"),
+                    CloseReason::ServerEof,
+                    now,
+                );
+            }
+        }
+    }
+
+    /// `n` bytes of `client_output()` were written.
+    pub fn handle_client_written(&mut self, n: usize, pool: &mut BufPool, now: Instant) {
+        if !self.to_client.is_empty() {
+            let n = n.min(self.to_client.len());
+            self.to_client.drain(..n);
+            if self.to_client.is_empty() && self.relaying() {
+                self.to_client = Vec::new();
+            }
+        } else if let Some(r) = self.s2c.as_mut() {
+            r.consume(n);
+        }
+        self.after_write(pool, now);
+    }
+
+    pub fn handle_server_written(&mut self, n: usize, pool: &mut BufPool, now: Instant) {
+        if !self.to_server.is_empty() {
+            let n = n.min(self.to_server.len());
+            self.to_server.drain(..n);
+            if self.to_server.is_empty() && self.relaying() {
+                self.to_server = Vec::new();
+            }
+        } else if let Some(r) = self.c2s.as_mut() {
+            r.consume(n);
+        }
+        self.after_write(pool, now);
+    }
+
+    /// The upstream TCP connection is established.
+    pub fn handle_server_connected(&mut self, now: Instant) {
+        self.timers.clear(TimerKind::Connect);
+        let old = std::mem::replace(&mut self.phase, Phase::Poisoned);
+        self.phase = match old {
+            Phase::Connecting(hs) => Phase::Authenticating(hs, AuthStep::AwaitServer),
+            Phase::BypassConnecting => {
+                // Superuser bypass: from here on the bytes are relayed untouched.
+                self.timers.clear(TimerKind::Handshake);
+                self.action = Some(Action::SessionStarted);
+                Phase::Transparent
+            }
+            Phase::CancelConnecting => Phase::CancelSending,
+            other => other,
+        };
+        self.process(now);
+    }
+
+    /// The upstream connect failed (`detail` is the OS error text).
+    pub fn handle_server_connect_failed(&mut self, detail: &str, now: Instant) {
+        if matches!(self.phase, Phase::CancelConnecting) {
+            self.finish(CloseReason::ConnectFailed, detail.to_string());
+            return;
+        }
+        self.fail(
+            "08006",
+            &format!("could not connect to the upstream server: {detail}"),
+            CloseReason::ConnectFailed,
+            now,
+        );
+    }
+
+    /// Forces the session closed (shutdown, I/O error, panic).
+    pub fn abort(&mut self, reason: CloseReason, detail: String) {
+        self.finish(reason, detail);
+    }
+
+    /// Called when `next_deadline()` has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(kind) = self.timers.take_expired(now) {
+            match kind {
+                TimerKind::Handshake => {
+                    let phase = self.phase.name();
+                    self.fail(
+                        "08006",
+                        &format!("handshake timeout: no progress in the {phase} phase within {}s", self.cfg.handshake_timeout.as_secs()),
+                        CloseReason::HandshakeTimeout,
+                        now,
+                    );
+                }
+                TimerKind::Connect => {
+                    if matches!(self.phase, Phase::CancelConnecting | Phase::CancelSending) {
+                        self.finish(CloseReason::ConnectTimeout, String::new());
+                    } else {
+                        let secs = self.cfg.connect_timeout.as_secs();
+                        self.fail(
+                            "08006",
+                            &format!("could not connect to the upstream server: timeout after {secs}s"),
+                            CloseReason::ConnectTimeout,
+                            now,
+                        );
+                    }
+                }
+                TimerKind::Drain => {
+                    let reason = self.close.as_ref().map(|c| c.0).unwrap_or(CloseReason::DrainTimeout);
+                    self.finish(reason, "drain timeout".to_string());
+                }
+            }
+        }
+    }
+
+    /// Returns empty rings to the pool (call after writes and before idling).
+    pub fn release_idle_buffers(&mut self, pool: &mut BufPool) {
+        if !self.relaying() {
+            return;
+        }
+        let wipe = self.wipe_rings;
+        let mut released = false;
+        for ring in [&mut self.c2s, &mut self.s2c] {
+            if ring.as_ref().is_some_and(|r| r.is_empty())
+                && let Some(r) = ring.take()
+            {
+                pool.checkin(r, wipe);
+                released = true;
+            }
+        }
+        if released && self.c2s.is_none() && self.s2c.is_none() {
+            self.wipe_rings = false;
+        }
+    }
+
+    /// Gives every ring back (the session is closing).
+    pub fn release_all_buffers(&mut self, pool: &mut BufPool) {
+        let wipe = self.wipe_rings;
+        if let Some(r) = self.c2s.take() {
+            pool.checkin(r, wipe);
+        }
+        if let Some(r) = self.s2c.take() {
+            pool.checkin(r, wipe);
+        }
+    }
+
+    // --------------------------------------------------------------- internals
+
+    fn after_write(&mut self, pool: &mut BufPool, now: Instant) {
+        match self.phase {
+            Phase::Draining { toward } => {
+                let (a, _) = match toward {
+                    Side::Client => self.client_output(),
+                    Side::Server => self.server_output(),
+                };
+                if a.is_empty() {
+                    let (reason, detail) = self
+                        .close
+                        .take()
+                        .unwrap_or((CloseReason::DrainTimeout, String::new()));
+                    self.finish(reason, detail);
+                }
+            }
+            Phase::CancelSending if self.to_server.is_empty() => {
+                self.finish(CloseReason::CancelForwarded, String::new());
+            }
+            Phase::Transparent => self.release_idle_buffers(pool),
+            _ => {}
+        }
+        // Output drained below the cap: input may be consumed again.
+        self.process(now);
+    }
+
+    /// Ends the session now.
+    fn finish(&mut self, reason: CloseReason, detail: String) {
+        if !matches!(self.phase, Phase::Closed) {
+            self.close = Some((reason, detail));
+            self.phase = Phase::Closed;
+            self.timers = TimerTable::default();
+        }
+    }
+
+    /// Flushes what is queued toward `toward`, then closes with `reason`.
+    fn drain(&mut self, toward: Side, reason: CloseReason, detail: String, now: Instant) {
+        self.close = Some((reason, detail));
+        self.phase = Phase::Draining { toward };
+        self.timers = TimerTable::default();
+        self.timers.set(TimerKind::Drain, now + DRAIN_TIMEOUT);
+    }
+
+    /// Sends a FATAL ErrorResponse to the client and closes after it is flushed.
+    /// Nothing the server sent and nothing the client sent is relayed afterwards.
+    fn fail(&mut self, code: &str, message: &str, reason: CloseReason, now: Instant) {
+        if matches!(self.phase, Phase::Closed | Phase::Draining { .. }) {
+            return;
+        }
+        if let Some(r) = self.s2c.as_mut() {
+            r.clear();
+        }
+        if let Some(r) = self.c2s.as_mut() {
+            r.clear();
+        }
+        self.to_server.clear();
+        encode::error_response(&mut self.to_client, "FATAL", code, message);
+        self.drain(Side::Client, reason, message.to_string(), now);
+    }
+
+    fn violation(&mut self, side: Side, err: ProtoError, now: Instant) {
+        let (reason, msg) = match side {
+            Side::Client => (CloseReason::ClientProtocol, format!("protocol violation: {err}")),
+            Side::Server => (
+                CloseReason::ServerProtocol,
+                format!("protocol violation by the upstream server: {err}"),
+            ),
+        };
+        self.fail("08P01", &msg, reason, now);
+    }
+
+    /// Runs the phase machine over the buffered input until it needs more.
+    fn process(&mut self, now: Instant) {
+        // Each round consumes at least one message or changes phase; the bound
+        // is the most messages a ring can hold, so this cannot spin.
+        for _ in 0..crate::buf::RING_CAPACITY {
+            if self.to_client.len() >= OUT_CAP || self.to_server.len() >= OUT_CAP {
+                return;
+            }
+            let progressed = match self.phase {
+                Phase::Startup { .. } => self.step_startup(now),
+                Phase::Authenticating(_, AuthStep::AwaitClient { .. }) => {
+                    self.step_client_auth(now) || self.step_server(now)
+                }
+                Phase::Authenticating(..) | Phase::PostAuth(_) | Phase::Injecting(..) => {
+                    self.step_server(now)
+                }
+                _ => false,
+            };
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Frames one message from `ring` in `phase`. `Err` on invalid input; also
+    /// when the ring is full but holds no complete message (it can never fit).
+    fn frame_len(ring: &mut ByteRing, phase: FramePhase, lim: &Limits) -> Result<Option<(u8, usize)>, ProtoError> {
+        let full = ring.is_full();
+        let data = ring.contiguous();
+        match parse_frame(data, phase, lim)? {
+            Some(f) => Ok(Some((f.tag, f.wire_len))),
+            None if full => Err(ProtoError::TooLong {
+                tag: data.first().copied().unwrap_or(0),
+                len: data.len(),
+                max: data.len(),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    fn step_startup(&mut self, now: Instant) -> bool {
+        let Some(mut ring) = self.c2s.take() else {
+            return false;
+        };
+        let lim = self.cfg.limits;
+        let res = Self::frame_len(&mut ring, FramePhase::Startup, &lim);
+        let progressed = match res {
+            Err(e) => {
+                self.c2s = Some(ring);
+                self.violation(Side::Client, e, now);
+                return true;
+            }
+            Ok(None) => false,
+            Ok(Some((_, wire_len))) => {
+                let data = ring.contiguous();
+                let wire = data.get(..wire_len).unwrap_or(&[]);
+                let trailing = data.len() > wire_len;
+                let body = wire.get(4..).unwrap_or(&[]);
+                let outcome = self.on_startup_packet(wire, body, trailing, now);
+                ring.consume(wire_len);
+                outcome
+            }
+        };
+        self.c2s = Some(ring);
+        progressed
+    }
+
+    fn on_startup_packet(&mut self, wire: &[u8], body: &[u8], trailing: bool, now: Instant) -> bool {
+        let negotiations = match self.phase {
+            Phase::Startup { negotiations } => negotiations,
+            _ => return false,
+        };
+        let packet = match frontend::decode_startup(body) {
+            Ok(p) => p,
+            Err(e) => {
+                self.violation(Side::Client, e, now);
+                return true;
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                if negotiations >= MAX_NEGOTIATIONS {
+                    self.violation(Side::Client, ProtoError::BadValue("repeated encryption request"), now);
+                    return true;
+                }
+                if trailing {
+                    // CVE-2021-23214 class: bytes sent before our answer could
+                    // have been injected by a man in the middle.
+                    self.fail(
+                        "08P01",
+                        "received unencrypted data after SSL request",
+                        CloseReason::ClientProtocol,
+                        now,
+                    );
+                    return true;
+                }
+                encode::ssl_response(&mut self.to_client, b'N');
+                self.phase = Phase::Startup {
+                    negotiations: negotiations.saturating_add(1),
+                };
+                true
+            }
+            StartupPacket::Cancel(_) => {
+                // Passthrough clients hold the real upstream key: forward verbatim.
+                self.to_server.extend_from_slice(wire);
+                self.phase = Phase::CancelConnecting;
+                self.timers.clear(TimerKind::Handshake);
+                self.connect(now);
+                true
+            }
+            StartupPacket::Startup(s) => {
+                let user = s.get(b"user");
+                self.info.database = String::from_utf8_lossy(s.get(b"database").or(user).unwrap_or(b"")).into_owned();
+                let kind = username::classify(
+                    user,
+                    &self.cfg.superuser_bypass,
+                    &self.cfg.tenant_separator,
+                    self.cfg.context_variables.len(),
+                    &self.cfg.value_separator,
+                );
+                match kind {
+                    Err(e) => {
+                        self.fail(e.code, &e.message, CloseReason::BadUsername, now);
+                    }
+                    Ok(UserKind::Bypass) => {
+                        self.info.role = String::from_utf8_lossy(user.unwrap_or(b"")).into_owned();
+                        self.info.bypass = true;
+                        self.to_server.extend_from_slice(wire);
+                        self.phase = Phase::BypassConnecting;
+                        self.connect(now);
+                    }
+                    Ok(UserKind::Tenant { role, values }) => {
+                        self.info.role = role.to_string();
+                        self.info.tenant = values.first().copied().unwrap_or("").to_string();
+                        if !self.tenant_allowed(&self.info.tenant) {
+                            crate::stats::inc(&crate::stats::STATS.tenant_rejected_deny);
+                            self.fail("28000", "tenant access denied", CloseReason::TenantDenied, now);
+                            return true;
+                        }
+                        // Rewritten startup: every client parameter kept in order,
+                        // `user` replaced by the role.
+                        let params: Vec<(&[u8], &[u8])> = s
+                            .params()
+                            .map(|(k, v)| if k == b"user" { (k, role.as_bytes()) } else { (k, v) })
+                            .collect();
+                        if let Err(e) = encode::startup_message(&mut self.to_server, s.version, &params) {
+                            self.violation(Side::Client, e, now);
+                            return true;
+                        }
+                        let hs = Handshake {
+                            role: role.to_string(),
+                            values: values.iter().map(|v| v.to_string()).collect(),
+                        };
+                        self.phase = Phase::Connecting(Box::new(hs));
+                        self.connect(now);
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    fn tenant_allowed(&self, tenant: &str) -> bool {
+        if let Some(deny) = &self.cfg.tenant_deny
+            && deny.iter().any(|d| d == tenant)
+        {
+            return false;
+        }
+        if let Some(allow) = &self.cfg.tenant_allow {
+            return allow.iter().any(|a| a == tenant);
+        }
+        true
+    }
+
+    fn connect(&mut self, now: Instant) {
+        self.timers.set(TimerKind::Connect, now + self.cfg.connect_timeout);
+        self.action = Some(Action::ConnectUpstream);
+    }
+
+    /// One client message while a challenge is outstanding.
+    fn step_client_auth(&mut self, now: Instant) -> bool {
+        let Phase::Authenticating(_, AuthStep::AwaitClient { md5_salt }) = self.phase else {
+            return false;
+        };
+        let Some(mut ring) = self.c2s.take() else {
+            return false;
+        };
+        let lim = self.cfg.limits;
+        let res = Self::frame_len(&mut ring, FramePhase::ClientAuth, &lim);
+        let outcome = match res {
+            Err(e) => Err(e),
+            Ok(None) => Ok(false),
+            Ok(Some((_, wire_len))) => {
+                let data = ring.contiguous();
+                let wire = data.get(..wire_len).unwrap_or(&[]);
+                let r = match md5_salt {
+                    None => {
+                        self.to_server.extend_from_slice(wire);
+                        Ok(())
+                    }
+                    Some(salt) => frontend::decode_password(wire.get(5..).unwrap_or(&[])).and_then(|pw| {
+                        let resp = md5_password_response(self.info.role.as_bytes(), pw, salt);
+                        encode::password_message(&mut self.to_server, &resp)
+                    }),
+                };
+                ring.consume(wire_len);
+                r.map(|()| true)
+            }
+        };
+        self.c2s = Some(ring);
+        match outcome {
+            Err(e) => {
+                self.violation(Side::Client, e, now);
+                true
+            }
+            Ok(true) => {
+                if let Phase::Authenticating(_, step) = &mut self.phase {
+                    *step = AuthStep::AwaitServer;
+                }
+                true
+            }
+            Ok(false) => false,
+        }
+    }
+
+    /// One server message in the authentication, post-auth or injection phase.
+    fn step_server(&mut self, now: Instant) -> bool {
+        let fphase = match self.phase {
+            Phase::Authenticating(..) => FramePhase::ServerAuth,
+            Phase::PostAuth(_) | Phase::Injecting(..) => FramePhase::Server,
+            _ => return false,
+        };
+        let Some(mut ring) = self.s2c.take() else {
+            return false;
+        };
+        let lim = self.cfg.limits;
+        let progressed = match Self::frame_len(&mut ring, fphase, &lim) {
+            Err(e) => {
+                self.s2c = Some(ring);
+                self.violation(Side::Server, e, now);
+                return true;
+            }
+            Ok(None) => false,
+            Ok(Some((t, wire_len))) => {
+                let data = ring.contiguous();
+                let wire = data.get(..wire_len).unwrap_or(&[]);
+                let body = wire.get(5..).unwrap_or(&[]);
+                let r = self.on_server_message(t, wire, body, now);
+                ring.consume(wire_len);
+                if let Err(e) = r {
+                    self.s2c = Some(ring);
+                    self.violation(Side::Server, e, now);
+                    return true;
+                }
+                true
+            }
+        };
+        self.s2c = Some(ring);
+        progressed
+    }
+
+    fn on_server_message(&mut self, t: u8, wire: &[u8], body: &[u8], now: Instant) -> Result<(), ProtoError> {
+        // Messages handled alike in every handshake phase.
+        match t {
+            tag::NOTICE_RESPONSE => {
+                backend::decode_error_fields(body)?;
+                self.to_client.extend_from_slice(wire);
+                return Ok(());
+            }
+            tag::ERROR_RESPONSE => {
+                let fields = backend::decode_error_fields(body)?;
+                let reason = match self.phase {
+                    Phase::Authenticating(..) => CloseReason::AuthFailed,
+                    Phase::Injecting(..) => CloseReason::InjectionFailed,
+                    _ => CloseReason::ServerError,
+                };
+                if matches!(self.phase, Phase::Injecting(..)) {
+                    let code = fields
+                        .code
+                        .and_then(|c| std::str::from_utf8(c).ok())
+                        .filter(|c| c.len() == 5)
+                        .unwrap_or("XX000")
+                        .to_string();
+                    let msg = String::from_utf8_lossy(fields.message.unwrap_or(b"unknown error")).into_owned();
+                    self.fail(&code, &format!("could not set the tenant context: {msg}"), reason, now);
+                } else {
+                    // Relay the server's own error verbatim (e.g. 28P01), then close.
+                    let detail = String::from_utf8_lossy(fields.code.unwrap_or(b"")).into_owned();
+                    if let Some(r) = self.c2s.as_mut() {
+                        r.clear();
+                    }
+                    self.to_server.clear();
+                    self.to_client.extend_from_slice(wire);
+                    self.drain(Side::Client, reason, detail, now);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let old = std::mem::replace(&mut self.phase, Phase::Poisoned);
+        self.phase = match old {
+            Phase::Authenticating(hs, step) => self.on_auth_message(hs, step, t, wire, body)?,
+            Phase::PostAuth(hs) => match t {
+                tag::PARAMETER_STATUS => {
+                    backend::decode_parameter_status(body)?;
+                    self.to_client.extend_from_slice(wire);
+                    Phase::PostAuth(hs)
+                }
+                tag::BACKEND_KEY_DATA => {
+                    backend::decode_backend_key_data(body)?;
+                    self.to_client.extend_from_slice(wire);
+                    Phase::PostAuth(hs)
+                }
+                tag::READY_FOR_QUERY => {
+                    backend::decode_ready_for_query(body)?;
+                    let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
+                    let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
+                    inject::build(&mut self.to_server, &self.cfg.context_variables, &values, &role)?;
+                    Phase::Injecting(hs, Step::SetParse)
+                }
+                other => {
+                    return Err(ProtoError::UnexpectedTag {
+                        phase: FramePhase::Server,
+                        tag: other,
+                    });
+                }
+            },
+            Phase::Injecting(hs, step) => {
+                if t == tag::PARAMETER_STATUS {
+                    backend::decode_parameter_status(body)?;
+                    self.to_client.extend_from_slice(wire);
+                    Phase::Injecting(hs, step)
+                } else {
+                    let row_owned;
+                    let mut row: Option<&[Option<&[u8]>]> = None;
+                    let mut status = None;
+                    if t == tag::DATA_ROW {
+                        let dr = backend::decode_data_row(body)?;
+                        row_owned = dr.columns().collect::<Vec<_>>();
+                        row = Some(&row_owned);
+                    } else if t == tag::READY_FOR_QUERY {
+                        status = Some(backend::decode_ready_for_query(body)?);
+                    }
+                    match inject::feed(step, t, row, status) {
+                        Fed::More(next) => Phase::Injecting(hs, next),
+                        Fed::Done => {
+                            encode::ready_for_query(&mut self.to_client, b'I');
+                            self.timers.clear(TimerKind::Handshake);
+                            self.action = Some(Action::SessionStarted);
+                            Phase::Transparent
+                        }
+                        Fed::Refused => {
+                            self.phase = Phase::Injecting(hs, step);
+                            self.fail(
+                                "42501",
+                                "tenant sessions are refused for superuser or BYPASSRLS roles",
+                                CloseReason::RoleRefused,
+                                now,
+                            );
+                            return Ok(());
+                        }
+                        Fed::Unexpected => {
+                            return Err(ProtoError::UnexpectedTag {
+                                phase: FramePhase::Server,
+                                tag: t,
+                            });
+                        }
+                    }
+                }
+            }
+            other => other,
+        };
+        Ok(())
+    }
+
+    fn on_auth_message(
+        &mut self,
+        hs: Box<Handshake>,
+        step: AuthStep,
+        t: u8,
+        wire: &[u8],
+        body: &[u8],
+    ) -> Result<Phase, ProtoError> {
+        match t {
+            tag::NEGOTIATE_PROTOCOL_VERSION => {
+                backend::decode_negotiate_protocol_version(body)?;
+                self.to_client.extend_from_slice(wire);
+                Ok(Phase::Authenticating(hs, step))
+            }
+            tag::AUTHENTICATION => {
+                if matches!(step, AuthStep::AwaitClient { .. }) {
+                    // A new request before the client answered the last one.
+                    return Err(ProtoError::UnexpectedTag {
+                        phase: FramePhase::ServerAuth,
+                        tag: t,
+                    });
+                }
+                let next = match backend::decode_auth(body)? {
+                    Auth::Ok => {
+                        self.to_client.extend_from_slice(wire);
+                        return Ok(Phase::PostAuth(hs));
+                    }
+                    Auth::CleartextPassword | Auth::Sasl { .. } | Auth::SaslContinue(_) => {
+                        self.to_client.extend_from_slice(wire);
+                        AuthStep::AwaitClient { md5_salt: None }
+                    }
+                    Auth::SaslFinal(_) => {
+                        self.to_client.extend_from_slice(wire);
+                        AuthStep::AwaitServer
+                    }
+                    Auth::Md5Password { salt } => {
+                        // The MD5 hash covers the user name, which we rewrote:
+                        // ask the client for the password and answer ourselves.
+                        encode::auth_cleartext_password(&mut self.to_client);
+                        AuthStep::AwaitClient { md5_salt: Some(salt) }
+                    }
+                    Auth::Other(_) => {
+                        return Err(ProtoError::BadValue("unsupported authentication method"));
+                    }
+                };
+                Ok(Phase::Authenticating(hs, next))
+            }
+            other => Err(ProtoError::UnexpectedTag {
+                phase: FramePhase::ServerAuth,
+                tag: other,
+            }),
+        }
+    }
+}
