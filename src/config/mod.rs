@@ -1,10 +1,41 @@
-//! Configuration: defaults → file → `PGVPD_*` env → CLI flags.
+//! Configuration: defaults → file → `PGVPD_*` env → CLI flags, validated once.
 //!
-//! (Skeleton: the struct below is the contract other modules use. The parser,
-//! settings table, env/CLI handling and validation live in submodules.)
+//! Owns: the [`Config`] struct (the contract other modules read), the static settings table
+//! ([`settings::SETTINGS`]: every key with its aliases, env var, flags, default and doc), the
+//! `key = value` file parser ([`parse::parse`]), env/CLI handling ([`load`]), validation
+//! ([`validate`]) and the generated texts ([`help_text`], [`render_effective`],
+//! [`markdown_table`]).
+//!
+//! Must not: panic on any input (P4; the lints below), touch sockets or the clock. The only I/O
+//! is done through the closures handed to [`load`] (environment lookup and file reading), so
+//! everything here is testable and fuzzable without a file system.
+//!
+//! Differences from pgvpd 1.0 (behaviour §2, §11.3 F8): a missing `--config` file, an unknown
+//! or duplicate key, a bad number/bool/enum/list and a stray quote are errors naming the key and
+//! the line; `#` starts a comment after a value; `--check-config` prints the effective config.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
+pub mod load;
+pub mod parse;
+pub mod render;
+pub mod settings;
+pub mod validate;
+
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use load::{Command, load};
+pub use parse::{Entry, parse};
+pub use render::{help_text, markdown_table, render_effective};
+pub use settings::{Kind, SETTINGS, Setting};
+pub use validate::validate;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolMode {
@@ -13,7 +44,18 @@ pub enum PoolMode {
     Transaction,
 }
 
-/// Effective configuration. `Debug` must redact secrets.
+impl PoolMode {
+    /// The config spelling: `none`, `session`, `transaction`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::None => "none",
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+/// Effective configuration. `Debug` redacts secrets (`pool_password`, `upstream_password`).
 #[derive(Clone, PartialEq)]
 pub struct Config {
     pub listen_host: String,
@@ -55,4 +97,254 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Most client connections held at once across all workers (default 10 000).
     pub max_client_conn: u32,
+}
+
+impl Default for Config {
+    /// The documented defaults (behaviour §2.3 plus the new keys); kept in step with the
+    /// `default` column of [`SETTINGS`] by a unit test.
+    fn default() -> Config {
+        Config {
+            listen_host: "127.0.0.1".to_owned(),
+            port: 6432,
+            upstream_host: "127.0.0.1".to_owned(),
+            upstream_port: 5432,
+            tenant_separator: ".".to_owned(),
+            context_variables: vec!["app.current_tenant_id".to_owned()],
+            value_separator: ":".to_owned(),
+            superuser_bypass: vec!["postgres".to_owned()],
+            log_level: crate::log::Level::Info,
+            tls_port: None,
+            tls_cert: None,
+            tls_key: None,
+            upstream_tls: false,
+            upstream_tls_verify: true,
+            upstream_tls_ca: None,
+            handshake_timeout: Duration::from_secs(30),
+            pool_mode: PoolMode::None,
+            pool_size: 20,
+            pool_password: None,
+            upstream_password: None,
+            pool_idle_timeout: Duration::from_secs(300),
+            pool_checkout_timeout: Duration::from_secs(5),
+            resolvers: None,
+            admin_port: None,
+            set_role: None,
+            tenant_allow: None,
+            tenant_deny: None,
+            tenant_max_connections: None,
+            tenant_rate_limit: None,
+            tenant_query_timeout: None,
+            workers: 1,
+            upstream_connect_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
+            max_client_conn: 10_000,
+        }
+    }
+}
+
+/// What a secret is shown as (`Debug`, `--check-config`).
+pub const REDACTED: &str = "********";
+
+struct Redacted<'a>(&'a Option<String>);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(_) => write!(f, "Some({REDACTED})"),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured so that adding a field without listing it here fails to compile.
+        let Config {
+            listen_host,
+            port,
+            upstream_host,
+            upstream_port,
+            tenant_separator,
+            context_variables,
+            value_separator,
+            superuser_bypass,
+            log_level,
+            tls_port,
+            tls_cert,
+            tls_key,
+            upstream_tls,
+            upstream_tls_verify,
+            upstream_tls_ca,
+            handshake_timeout,
+            pool_mode,
+            pool_size,
+            pool_password,
+            upstream_password,
+            pool_idle_timeout,
+            pool_checkout_timeout,
+            resolvers,
+            admin_port,
+            set_role,
+            tenant_allow,
+            tenant_deny,
+            tenant_max_connections,
+            tenant_rate_limit,
+            tenant_query_timeout,
+            workers,
+            upstream_connect_timeout,
+            shutdown_timeout,
+            max_client_conn,
+        } = self;
+        f.debug_struct("Config")
+            .field("listen_host", listen_host)
+            .field("port", port)
+            .field("upstream_host", upstream_host)
+            .field("upstream_port", upstream_port)
+            .field("tenant_separator", tenant_separator)
+            .field("context_variables", context_variables)
+            .field("value_separator", value_separator)
+            .field("superuser_bypass", superuser_bypass)
+            .field("log_level", log_level)
+            .field("tls_port", tls_port)
+            .field("tls_cert", tls_cert)
+            .field("tls_key", tls_key)
+            .field("upstream_tls", upstream_tls)
+            .field("upstream_tls_verify", upstream_tls_verify)
+            .field("upstream_tls_ca", upstream_tls_ca)
+            .field("handshake_timeout", handshake_timeout)
+            .field("pool_mode", pool_mode)
+            .field("pool_size", pool_size)
+            .field("pool_password", &Redacted(pool_password))
+            .field("upstream_password", &Redacted(upstream_password))
+            .field("pool_idle_timeout", pool_idle_timeout)
+            .field("pool_checkout_timeout", pool_checkout_timeout)
+            .field("resolvers", resolvers)
+            .field("admin_port", admin_port)
+            .field("set_role", set_role)
+            .field("tenant_allow", tenant_allow)
+            .field("tenant_deny", tenant_deny)
+            .field("tenant_max_connections", tenant_max_connections)
+            .field("tenant_rate_limit", tenant_rate_limit)
+            .field("tenant_query_timeout", tenant_query_timeout)
+            .field("workers", workers)
+            .field("upstream_connect_timeout", upstream_connect_timeout)
+            .field("shutdown_timeout", shutdown_timeout)
+            .field("max_client_conn", max_client_conn)
+            .finish()
+    }
+}
+
+/// Where a value (or an error) came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The config file at this path (the line is in [`ConfigError::line`]).
+    File(PathBuf),
+    /// This environment variable.
+    Env(String),
+    /// This command-line flag (as written, e.g. `--port` or `-p`).
+    Cli(String),
+    /// Built-in default / not tied to any input.
+    Default,
+}
+
+/// A configuration error: where, which key, what.
+///
+/// Display: `pgvpd.conf:12: key 'port': invalid number 'abc' (expected 0..=65535)`,
+/// `environment variable PGVPD_PORT: key 'port': …`, `command line --port: key 'port': …`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line in the config file; 0 = not from a file.
+    pub line: usize,
+    /// The key as written (file) or the canonical key (env, CLI, validation).
+    pub key: Option<String>,
+    pub source: Source,
+    pub msg: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(source: Source, line: usize, key: Option<&str>, msg: String) -> ConfigError {
+        ConfigError {
+            line,
+            key: key.map(str::to_owned),
+            source,
+            msg,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::File(p) if self.line > 0 => {
+                if p.as_os_str().is_empty() {
+                    write!(f, "line {}: ", self.line)?;
+                } else {
+                    write!(f, "{}:{}: ", p.display(), self.line)?;
+                }
+            }
+            // Whole-file errors ("cannot read config file 'x'") name the path in `msg`.
+            Source::File(_) => {}
+            Source::Env(var) => write!(f, "environment variable {var}: ")?,
+            Source::Cli(flag) => write!(f, "command line {flag}: ")?,
+            Source::Default => {}
+        }
+        if let Some(k) = &self.key {
+            write!(f, "key '{k}': ")?;
+        }
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let cfg = Config {
+            pool_password: Some("hunter2-pool".into()),
+            upstream_password: Some("hunter2-up".into()),
+            ..Config::default()
+        };
+        let s = format!("{cfg:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(s.contains("pool_password: Some(********)"), "{s}");
+        assert!(s.contains("upstream_password: Some(********)"), "{s}");
+        assert!(s.contains("port: 6432"), "{s}");
+        let s = format!("{:#?}", Config::default());
+        assert!(s.contains("pool_password: None"), "{s}");
+    }
+
+    #[test]
+    fn error_display() {
+        let e = ConfigError::new(
+            Source::File("pgvpd.conf".into()),
+            12,
+            Some("port"),
+            "invalid number 'abc' (expected 0..=65535)".into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "pgvpd.conf:12: key 'port': invalid number 'abc' (expected 0..=65535)"
+        );
+        let e = ConfigError::new(
+            Source::Env("PGVPD_PORT".into()),
+            0,
+            Some("port"),
+            "x".into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "environment variable PGVPD_PORT: key 'port': x"
+        );
+        let e = ConfigError::new(Source::Cli("-p".into()), 0, Some("port"), "x".into());
+        assert_eq!(e.to_string(), "command line -p: key 'port': x");
+        let e = ConfigError::new(Source::Default, 0, Some("pool_mode"), "y".into());
+        assert_eq!(e.to_string(), "key 'pool_mode': y");
+        let e = ConfigError::new(Source::File("".into()), 3, None, "z".into());
+        assert_eq!(e.to_string(), "line 3: z");
+    }
 }

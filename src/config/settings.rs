@@ -1,0 +1,662 @@
+//! The settings table: every key with its aliases, `PGVPD_*` env var, CLI flags, kind, default
+//! and doc (behaviour §2.3 plus the keys new in this implementation), and the value parsers.
+//!
+//! Value rules (same for file, env and CLI):
+//! - numbers: ASCII digits only (no sign, no blanks), range-checked for the field's type;
+//!   seconds are whole seconds, at most [`MAX_SECS`] (so `Instant + Duration` cannot overflow);
+//! - booleans: case-insensitive `true/false`, `yes/no`, `on/off`, `1/0`;
+//! - lists: split on `,`, items trimmed; an empty item or a duplicate item is an error;
+//! - enums (`pool_mode`) and `log_level`: case-insensitive;
+//! - an empty value for an option whose default is "unset" makes it unset again;
+//! - a NUL character is rejected in every value.
+//!
+//! The table order is the order of `--help`, `--check-config` and the docs table.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Config, PoolMode};
+use crate::log::Level;
+
+/// Value type of a setting (drives docs and the CLI placeholder; parsing is per setting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Path,
+    U16,
+    U32,
+    Secs,
+    Bool,
+    List,
+    Enum(&'static [&'static str]),
+    Level,
+    Usize,
+}
+
+impl Kind {
+    /// Placeholder used in `--help`.
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            Kind::Str => "STRING",
+            Kind::Path => "PATH",
+            Kind::U16 => "PORT",
+            Kind::U32 | Kind::Usize => "N",
+            Kind::Secs => "SECS",
+            Kind::Bool => "BOOL",
+            Kind::List => "LIST",
+            Kind::Enum(_) => "MODE",
+            Kind::Level => "LEVEL",
+        }
+    }
+
+    /// Short type description used in docs.
+    pub fn describe(self) -> String {
+        match self {
+            Kind::Str => "string".into(),
+            Kind::Path => "path".into(),
+            Kind::U16 => "0..=65535".into(),
+            Kind::U32 => "0..=4294967295".into(),
+            Kind::Secs => "seconds".into(),
+            Kind::Bool => "bool".into(),
+            Kind::List => "comma list".into(),
+            Kind::Enum(v) => v.join("/"),
+            Kind::Level => "off/error/warn/info/debug/trace".into(),
+            Kind::Usize => "number".into(),
+        }
+    }
+}
+
+/// Setter: parse `value` into the field; `Err` is the message (without key or location).
+pub type SetFn = fn(&mut Config, &str) -> Result<(), String>;
+/// Getter: the current value in config-file spelling; `None` = unset.
+pub type GetFn = fn(&Config) -> Option<String>;
+
+/// One configuration key.
+pub struct Setting {
+    /// Canonical key.
+    pub name: &'static str,
+    /// Other accepted spellings in the file (all spellings are matched ASCII-case-insensitively).
+    pub aliases: &'static [&'static str],
+    /// Environment variable.
+    pub env: &'static str,
+    /// Command-line flags, e.g. `["-p", "--port"]`.
+    pub cli: &'static [&'static str],
+    pub kind: Kind,
+    /// Default in config-file spelling, shown in docs; `""` = unset.
+    pub default: &'static str,
+    /// Never printed (`Debug`, `--check-config`).
+    pub secret: bool,
+    /// The CLI flag takes no value and sets `true` (`--upstream-tls`); `--flag=BOOL` still works.
+    pub switch: bool,
+    pub doc: &'static str,
+    pub set: SetFn,
+    pub get: GetFn,
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setting").field("name", &self.name).finish()
+    }
+}
+
+/// Largest accepted number of seconds (~136 years).
+pub const MAX_SECS: u64 = u32::MAX as u64;
+
+const POOL_MODES: &[&str] = &["none", "session", "transaction"];
+
+/// Value as shown in error messages: at most 64 chars, control characters escaped.
+pub(crate) fn show(v: &str) -> String {
+    let mut s: String = v.chars().take(64).flat_map(char::escape_debug).collect();
+    if v.chars().nth(64).is_some() {
+        s.push_str("...");
+    }
+    s
+}
+
+fn uint(v: &str, max: u64) -> Result<u64, String> {
+    let bad = || format!("invalid number '{}' (expected 0..={max})", show(v));
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match v.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(bad()),
+    }
+}
+
+pub(crate) fn p_u16(v: &str) -> Result<u16, String> {
+    let n = uint(v, u16::MAX.into())?;
+    u16::try_from(n).map_err(|e| e.to_string())
+}
+
+pub(crate) fn p_u32(v: &str) -> Result<u32, String> {
+    let n = uint(v, u32::MAX.into())?;
+    u32::try_from(n).map_err(|e| e.to_string())
+}
+
+pub(crate) fn p_usize(v: &str) -> Result<usize, String> {
+    let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
+    let n = uint(v, max)?;
+    usize::try_from(n).map_err(|e| e.to_string())
+}
+
+pub(crate) fn p_secs(v: &str) -> Result<Duration, String> {
+    uint(v, MAX_SECS).map(Duration::from_secs).map_err(|_| {
+        format!(
+            "invalid number of seconds '{}' (expected 0..={MAX_SECS})",
+            show(v)
+        )
+    })
+}
+
+pub(crate) fn p_bool(v: &str) -> Result<bool, String> {
+    const T: &[&str] = &["true", "yes", "on", "1"];
+    const F: &[&str] = &["false", "no", "off", "0"];
+    if T.iter().any(|t| t.eq_ignore_ascii_case(v)) {
+        Ok(true)
+    } else if F.iter().any(|t| t.eq_ignore_ascii_case(v)) {
+        Ok(false)
+    } else {
+        Err(format!(
+            "invalid boolean '{}' (expected true/false, yes/no, on/off or 1/0)",
+            show(v)
+        ))
+    }
+}
+
+pub(crate) fn p_list(v: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in v.split(',').map(str::trim) {
+        if item.is_empty() {
+            return Err(format!("empty item in list '{}'", show(v)));
+        }
+        if out.iter().any(|o| o == item) {
+            return Err(format!("duplicate item '{}' in list", show(item)));
+        }
+        out.push(item.to_owned());
+    }
+    Ok(out)
+}
+
+fn p_pool_mode(v: &str) -> Result<PoolMode, String> {
+    match POOL_MODES.iter().position(|m| m.eq_ignore_ascii_case(v)) {
+        Some(0) => Ok(PoolMode::None),
+        Some(1) => Ok(PoolMode::Session),
+        Some(_) => Ok(PoolMode::Transaction),
+        None => Err(format!(
+            "invalid value '{}' (expected one of: {})",
+            show(v),
+            POOL_MODES.join(", ")
+        )),
+    }
+}
+
+fn p_level(v: &str) -> Result<Level, String> {
+    v.parse::<Level>()
+        .map_err(|e| format!("invalid log level '{}' ({e})", show(v)))
+}
+
+/// Optional value: empty → unset.
+fn opt<T>(v: &str, f: fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        f(v).map(Some)
+    }
+}
+
+fn p_str(v: &str) -> Result<String, String> {
+    Ok(v.to_owned())
+}
+
+fn p_path(v: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(v))
+}
+
+fn g_path(p: &Option<PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.display().to_string())
+}
+
+fn g_secs(d: Duration) -> String {
+    d.as_secs().to_string()
+}
+
+fn g_list(l: &[String]) -> String {
+    l.join(",")
+}
+
+/// Find a setting by canonical name or alias (ASCII-case-insensitive).
+pub fn find(key: &str) -> Option<(usize, &'static Setting)> {
+    SETTINGS.iter().enumerate().find(|(_, s)| {
+        s.name.eq_ignore_ascii_case(key) || s.aliases.iter().any(|a| a.eq_ignore_ascii_case(key))
+    })
+}
+
+/// Find a setting by CLI flag (exact).
+pub fn find_flag(flag: &str) -> Option<(usize, &'static Setting)> {
+    SETTINGS
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.cli.contains(&flag))
+}
+
+/// Levenshtein distance (ASCII-case-insensitive), capped inputs so it stays cheap.
+fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<u8> = a.bytes().take(64).map(|c| c.to_ascii_lowercase()).collect();
+    let b: Vec<u8> = b.bytes().take(64).map(|c| c.to_ascii_lowercase()).collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur: Vec<usize> = Vec::with_capacity(prev.len());
+    for (i, ca) in a.iter().enumerate() {
+        cur.clear();
+        cur.push(i.saturating_add(1));
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev
+                .get(j)
+                .copied()
+                .unwrap_or(usize::MAX)
+                .saturating_add(usize::from(ca != cb));
+            let del = prev.get(j.saturating_add(1)).copied().unwrap_or(usize::MAX);
+            let ins = cur.last().copied().unwrap_or(usize::MAX);
+            cur.push(sub.min(del.saturating_add(1)).min(ins.saturating_add(1)));
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev.last().copied().unwrap_or(usize::MAX)
+}
+
+/// The closest known key (name or alias) within edit distance 2, if any.
+pub fn suggest(key: &str) -> Option<&'static str> {
+    SETTINGS
+        .iter()
+        .flat_map(|s| std::iter::once(&s.name).chain(s.aliases.iter()))
+        .map(|n| (distance(key, n), *n))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+macro_rules! setting {
+    (
+        $name:literal, [$($alias:literal),*], $env:literal, [$($flag:literal),+], $kind:expr,
+        $default:literal, secret: $secret:literal, switch: $switch:literal, $doc:literal,
+        set: $set:expr, get: $get:expr $(,)?
+    ) => {
+        Setting {
+            name: $name,
+            aliases: &[$($alias),*],
+            env: $env,
+            cli: &[$($flag),+],
+            kind: $kind,
+            default: $default,
+            secret: $secret,
+            switch: $switch,
+            doc: $doc,
+            set: $set,
+            get: $get,
+        }
+    };
+}
+
+/// Every configuration key (behaviour §2.3 + new keys), in documentation order.
+pub static SETTINGS: &[Setting] = &[
+    setting!("port", ["listen_port"], "PGVPD_PORT", ["-p", "--port"], Kind::U16, "6432",
+        secret: false, switch: false, "Port of the plain listener.",
+        set: |c, v| { c.port = p_u16(v)?; Ok(()) },
+        get: |c| Some(c.port.to_string())),
+    setting!("listen_host", ["host"], "PGVPD_HOST", ["--listen-host"], Kind::Str, "127.0.0.1",
+        secret: false, switch: false,
+        "Address the plain and TLS listeners bind to (not the admin API).",
+        set: |c, v| { c.listen_host = p_str(v)?; Ok(()) },
+        get: |c| Some(c.listen_host.clone())),
+    setting!("upstream_host", [], "PGVPD_UPSTREAM_HOST", ["--upstream-host"], Kind::Str,
+        "127.0.0.1", secret: false, switch: false, "PostgreSQL server host name or address.",
+        set: |c, v| { c.upstream_host = p_str(v)?; Ok(()) },
+        get: |c| Some(c.upstream_host.clone())),
+    setting!("upstream_port", [], "PGVPD_UPSTREAM_PORT", ["--upstream-port"], Kind::U16, "5432",
+        secret: false, switch: false, "PostgreSQL server port.",
+        set: |c, v| { c.upstream_port = p_u16(v)?; Ok(()) },
+        get: |c| Some(c.upstream_port.to_string())),
+    setting!("tenant_separator", ["separator"], "PGVPD_TENANT_SEPARATOR", ["--separator"],
+        Kind::Str, ".", secret: false, switch: false,
+        "Separates the role from the context values in the user name (`app_user.acme`); non-empty.",
+        set: |c, v| { c.tenant_separator = p_str(v)?; Ok(()) },
+        get: |c| Some(c.tenant_separator.clone())),
+    setting!("context_variables", ["context"], "PGVPD_CONTEXT_VARIABLES", ["--context"],
+        Kind::List, "app.current_tenant_id", secret: false, switch: false,
+        "Session variables set from the user-name values, in order (`prefix.name`).",
+        set: |c, v| { c.context_variables = p_list(v)?; Ok(()) },
+        get: |c| Some(g_list(&c.context_variables))),
+    setting!("value_separator", [], "PGVPD_VALUE_SEPARATOR", ["--value-separator"], Kind::Str,
+        ":", secret: false, switch: false,
+        "Separates several context values (`app_user.acme:user42`); used with >1 variable.",
+        set: |c, v| { c.value_separator = p_str(v)?; Ok(()) },
+        get: |c| Some(c.value_separator.clone())),
+    setting!("superuser_bypass", ["superuser"], "PGVPD_SUPERUSER_BYPASS", ["--superuser"],
+        Kind::List, "postgres", secret: false, switch: false,
+        "User names passed through untouched (no context set).",
+        set: |c, v| { c.superuser_bypass = p_list(v)?; Ok(()) },
+        get: |c| Some(g_list(&c.superuser_bypass))),
+    setting!("log_level", [], "PGVPD_LOG_LEVEL", ["--log-level"], Kind::Level, "info",
+        secret: false, switch: false, "off, error, warn, info, debug or trace.",
+        set: |c, v| { c.log_level = p_level(v)?; Ok(()) },
+        get: |c| Some(c.log_level.as_str().to_owned())),
+    setting!("tls_port", [], "PGVPD_TLS_PORT", ["--tls-port"], Kind::U16, "",
+        secret: false, switch: false,
+        "Port of the TLS listener; requires tls_cert and tls_key.",
+        set: |c, v| { c.tls_port = opt(v, p_u16)?; Ok(()) },
+        get: |c| c.tls_port.map(|p| p.to_string())),
+    setting!("tls_cert", [], "PGVPD_TLS_CERT", ["--tls-cert"], Kind::Path, "",
+        secret: false, switch: false, "PEM certificate chain for client-facing TLS.",
+        set: |c, v| { c.tls_cert = opt(v, p_path)?; Ok(()) },
+        get: |c| g_path(&c.tls_cert)),
+    setting!("tls_key", [], "PGVPD_TLS_KEY", ["--tls-key"], Kind::Path, "",
+        secret: false, switch: false, "PEM private key for client-facing TLS.",
+        set: |c, v| { c.tls_key = opt(v, p_path)?; Ok(()) },
+        get: |c| g_path(&c.tls_key)),
+    setting!("upstream_tls", [], "PGVPD_UPSTREAM_TLS", ["--upstream-tls"], Kind::Bool, "false",
+        secret: false, switch: true,
+        "Use TLS to the PostgreSQL server (the flag takes no value and turns it on).",
+        set: |c, v| { c.upstream_tls = p_bool(v)?; Ok(()) },
+        get: |c| Some(c.upstream_tls.to_string())),
+    setting!("upstream_tls_verify", [], "PGVPD_UPSTREAM_TLS_VERIFY", ["--upstream-tls-verify"],
+        Kind::Bool, "true", secret: false, switch: false,
+        "Verify the server certificate and host name.",
+        set: |c, v| { c.upstream_tls_verify = p_bool(v)?; Ok(()) },
+        get: |c| Some(c.upstream_tls_verify.to_string())),
+    setting!("upstream_tls_ca", [], "PGVPD_UPSTREAM_TLS_CA", ["--upstream-tls-ca"], Kind::Path,
+        "", secret: false, switch: false, "PEM CA bundle replacing the built-in roots.",
+        set: |c, v| { c.upstream_tls_ca = opt(v, p_path)?; Ok(()) },
+        get: |c| g_path(&c.upstream_tls_ca)),
+    setting!("handshake_timeout", ["handshake_timeout_secs"], "PGVPD_HANDSHAKE_TIMEOUT",
+        ["--handshake-timeout"], Kind::Secs, "30", secret: false, switch: false,
+        "Time a client has to complete TLS, startup and authentication; > 0.",
+        set: |c, v| { c.handshake_timeout = p_secs(v)?; Ok(()) },
+        get: |c| Some(g_secs(c.handshake_timeout))),
+    setting!("pool_mode", [], "PGVPD_POOL_MODE", ["--pool-mode"], Kind::Enum(POOL_MODES), "none",
+        secret: false, switch: false,
+        "none (one server connection per client), session or transaction pooling.",
+        set: |c, v| { c.pool_mode = p_pool_mode(v)?; Ok(()) },
+        get: |c| Some(c.pool_mode.as_str().to_owned())),
+    setting!("pool_size", [], "PGVPD_POOL_SIZE", ["--pool-size"], Kind::U32, "20",
+        secret: false, switch: false, "Server connections per (database, role) pool; > 0 when pooling.",
+        set: |c, v| { c.pool_size = p_u32(v)?; Ok(()) },
+        get: |c| Some(c.pool_size.to_string())),
+    setting!("pool_password", [], "PGVPD_POOL_PASSWORD", ["--pool-password"], Kind::Str, "",
+        secret: true, switch: false, "Password pool clients authenticate with (required when pooling).",
+        set: |c, v| { c.pool_password = opt(v, p_str)?; Ok(()) },
+        get: |c| c.pool_password.clone()),
+    setting!("upstream_password", [], "PGVPD_UPSTREAM_PASSWORD", ["--upstream-password"],
+        Kind::Str, "", secret: true, switch: false,
+        "Password the proxy logs in to the server with (required when pooling).",
+        set: |c, v| { c.upstream_password = opt(v, p_str)?; Ok(()) },
+        get: |c| c.upstream_password.clone()),
+    setting!("pool_idle_timeout", [], "PGVPD_POOL_IDLE_TIMEOUT", ["--pool-idle-timeout"],
+        Kind::Secs, "300", secret: false, switch: false, "Idle server connections are closed after this.",
+        set: |c, v| { c.pool_idle_timeout = p_secs(v)?; Ok(()) },
+        get: |c| Some(g_secs(c.pool_idle_timeout))),
+    setting!("pool_checkout_timeout", [], "PGVPD_POOL_CHECKOUT_TIMEOUT",
+        ["--pool-checkout-timeout"], Kind::Secs, "5", secret: false, switch: false,
+        "How long a client waits for a pooled server; 0 = fail at once when the pool is full.",
+        set: |c, v| { c.pool_checkout_timeout = p_secs(v)?; Ok(()) },
+        get: |c| Some(g_secs(c.pool_checkout_timeout))),
+    setting!("resolvers", [], "PGVPD_RESOLVERS", ["--resolvers"], Kind::Path, "",
+        secret: false, switch: false, "TOML file of context resolvers.",
+        set: |c, v| { c.resolvers = opt(v, p_path)?; Ok(()) },
+        get: |c| g_path(&c.resolvers)),
+    setting!("admin_port", [], "PGVPD_ADMIN_PORT", ["--admin-port"], Kind::U16, "",
+        secret: false, switch: false, "Port of the HTTP admin API (health, metrics, status).",
+        set: |c, v| { c.admin_port = opt(v, p_u16)?; Ok(()) },
+        get: |c| c.admin_port.map(|p| p.to_string())),
+    setting!("set_role", [], "PGVPD_SET_ROLE", ["--set-role"], Kind::Str, "",
+        secret: false, switch: false, "Role to SET ROLE to after login (default: the login role).",
+        set: |c, v| { c.set_role = opt(v, p_str)?; Ok(()) },
+        get: |c| c.set_role.clone()),
+    setting!("tenant_allow", [], "PGVPD_TENANT_ALLOW", ["--tenant-allow"], Kind::List, "",
+        secret: false, switch: false, "Only these tenants may connect (not with tenant_deny).",
+        set: |c, v| { c.tenant_allow = opt(v, p_list)?; Ok(()) },
+        get: |c| c.tenant_allow.as_deref().map(g_list)),
+    setting!("tenant_deny", [], "PGVPD_TENANT_DENY", ["--tenant-deny"], Kind::List, "",
+        secret: false, switch: false, "These tenants are refused (not with tenant_allow).",
+        set: |c, v| { c.tenant_deny = opt(v, p_list)?; Ok(()) },
+        get: |c| c.tenant_deny.as_deref().map(g_list)),
+    setting!("tenant_max_connections", [], "PGVPD_TENANT_MAX_CONNECTIONS",
+        ["--tenant-max-connections"], Kind::U32, "", secret: false, switch: false,
+        "Most concurrent sessions per tenant.",
+        set: |c, v| { c.tenant_max_connections = opt(v, p_u32)?; Ok(()) },
+        get: |c| c.tenant_max_connections.map(|n| n.to_string())),
+    setting!("tenant_rate_limit", [], "PGVPD_TENANT_RATE_LIMIT", ["--tenant-rate-limit"],
+        Kind::U32, "", secret: false, switch: false, "Most new sessions per tenant per second.",
+        set: |c, v| { c.tenant_rate_limit = opt(v, p_u32)?; Ok(()) },
+        get: |c| c.tenant_rate_limit.map(|n| n.to_string())),
+    setting!("tenant_query_timeout", [], "PGVPD_TENANT_QUERY_TIMEOUT",
+        ["--tenant-query-timeout"], Kind::Secs, "", secret: false, switch: false,
+        "Statement time limit for tenant sessions.",
+        set: |c, v| { c.tenant_query_timeout = opt(v, p_secs)?; Ok(()) },
+        get: |c| c.tenant_query_timeout.map(g_secs)),
+    setting!("workers", [], "PGVPD_WORKERS", ["--workers"], Kind::Usize, "1",
+        secret: false, switch: false, "Reactor threads, 1..=64.",
+        set: |c, v| { c.workers = p_usize(v)?; Ok(()) },
+        get: |c| Some(c.workers.to_string())),
+    setting!("upstream_connect_timeout", [], "PGVPD_UPSTREAM_CONNECT_TIMEOUT",
+        ["--upstream-connect-timeout"], Kind::Secs, "5", secret: false, switch: false,
+        "Bound on the TCP connect to the server; > 0.",
+        set: |c, v| { c.upstream_connect_timeout = p_secs(v)?; Ok(()) },
+        get: |c| Some(g_secs(c.upstream_connect_timeout))),
+    setting!("shutdown_timeout", [], "PGVPD_SHUTDOWN_TIMEOUT", ["--shutdown-timeout"],
+        Kind::Secs, "30", secret: false, switch: false,
+        "On SIGINT/SIGTERM, how long sessions may drain before being closed.",
+        set: |c, v| { c.shutdown_timeout = p_secs(v)?; Ok(()) },
+        get: |c| Some(g_secs(c.shutdown_timeout))),
+    setting!("max_client_conn", [], "PGVPD_MAX_CLIENT_CONN", ["--max-client-conn"], Kind::U32,
+        "10000", secret: false, switch: false,
+        "Most client connections held at once across all workers; > 0.",
+        set: |c, v| { c.max_client_conn = p_u32(v)?; Ok(()) },
+        get: |c| Some(c.max_client_conn.to_string())),
+];
+
+/// Apply one raw value to the config (the NUL check is common to all settings).
+pub(crate) fn apply(s: &Setting, cfg: &mut Config, value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err("value contains a NUL character".to_owned());
+    }
+    (s.set)(cfg, value)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn table_defaults_match_config_default() {
+        let def = Config::default();
+        let mut cfg = Config {
+            // Scramble everything a default could fix, to prove the table really sets it.
+            port: 1,
+            listen_host: "x".into(),
+            upstream_host: "x".into(),
+            upstream_port: 1,
+            tenant_separator: "x".into(),
+            context_variables: vec![],
+            value_separator: "x".into(),
+            superuser_bypass: vec![],
+            log_level: Level::Trace,
+            upstream_tls: true,
+            upstream_tls_verify: false,
+            handshake_timeout: Duration::from_secs(1),
+            pool_mode: PoolMode::Transaction,
+            pool_size: 1,
+            pool_idle_timeout: Duration::from_secs(1),
+            pool_checkout_timeout: Duration::from_secs(1),
+            workers: 9,
+            upstream_connect_timeout: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(1),
+            max_client_conn: 1,
+            ..Config::default()
+        };
+        for s in SETTINGS {
+            apply(s, &mut cfg, s.default).unwrap();
+            let shown = (s.get)(&def);
+            if s.default.is_empty() {
+                assert_eq!(shown, None, "{}", s.name);
+            } else {
+                assert_eq!(shown.as_deref(), Some(s.default), "{}", s.name);
+            }
+        }
+        assert_eq!(cfg, def);
+    }
+
+    #[test]
+    fn names_flags_envs_unique_and_well_formed() {
+        let mut names = HashSet::new();
+        let mut flags = HashSet::new();
+        let mut envs = HashSet::new();
+        for s in SETTINGS {
+            for n in std::iter::once(&s.name).chain(s.aliases) {
+                assert!(names.insert(n.to_ascii_lowercase()), "dup name {n}");
+            }
+            for f in s.cli {
+                assert!(flags.insert(*f), "dup flag {f}");
+                assert!(f.starts_with("--") || (f.len() == 2 && f.starts_with('-')));
+            }
+            assert!(envs.insert(s.env), "dup env {}", s.env);
+            assert!(s.env.starts_with("PGVPD_"));
+            assert_eq!(
+                s.switch,
+                matches!(s.kind, Kind::Bool) && s.name == "upstream_tls"
+            );
+        }
+        for reserved in [
+            "--config",
+            "--check-config",
+            "-h",
+            "--help",
+            "-V",
+            "--version",
+        ] {
+            assert!(!flags.contains(reserved));
+        }
+        // Every key of behaviour §2.3 plus the new ones.
+        for k in [
+            "port",
+            "listen_port",
+            "listen_host",
+            "host",
+            "upstream_host",
+            "upstream_port",
+            "tenant_separator",
+            "separator",
+            "context_variables",
+            "context",
+            "value_separator",
+            "superuser_bypass",
+            "superuser",
+            "log_level",
+            "tls_port",
+            "tls_cert",
+            "tls_key",
+            "upstream_tls",
+            "upstream_tls_verify",
+            "upstream_tls_ca",
+            "handshake_timeout",
+            "handshake_timeout_secs",
+            "pool_mode",
+            "pool_size",
+            "pool_password",
+            "upstream_password",
+            "pool_idle_timeout",
+            "pool_checkout_timeout",
+            "resolvers",
+            "admin_port",
+            "set_role",
+            "tenant_allow",
+            "tenant_deny",
+            "tenant_max_connections",
+            "tenant_rate_limit",
+            "tenant_query_timeout",
+            "workers",
+            "upstream_connect_timeout",
+            "shutdown_timeout",
+            "max_client_conn",
+        ] {
+            assert!(find(k).is_some(), "missing key {k}");
+        }
+        assert_eq!(find("HOST").unwrap().1.name, "listen_host");
+        assert_eq!(find_flag("-p").unwrap().1.name, "port");
+        assert_eq!(find_flag("--separator").unwrap().1.name, "tenant_separator");
+        assert_eq!(
+            find_flag("--superuser").unwrap().1.env,
+            "PGVPD_SUPERUSER_BYPASS"
+        );
+        assert_eq!(find("listen_host").unwrap().1.env, "PGVPD_HOST");
+    }
+
+    #[test]
+    fn value_parsers() {
+        assert_eq!(p_u16("0"), Ok(0));
+        assert_eq!(p_u16("65535"), Ok(65535));
+        assert_eq!(p_u16("007"), Ok(7));
+        for bad in [
+            "",
+            "65536",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1e3",
+            "0x10",
+            "abc",
+            "99999999999999999999999",
+        ] {
+            let e = p_u16(bad).unwrap_err();
+            assert!(e.contains("expected 0..=65535"), "{bad}: {e}");
+        }
+        assert_eq!(p_u32("4294967295"), Ok(u32::MAX));
+        assert!(p_u32("4294967296").is_err());
+        assert_eq!(p_secs("30"), Ok(Duration::from_secs(30)));
+        assert!(p_secs("1.5").unwrap_err().contains("seconds"));
+        assert!(p_secs("4294967296").is_err());
+        assert_eq!(p_usize("64"), Ok(64));
+        for (s, b) in [("true", true), ("YES", true), ("On", true), ("1", true)] {
+            assert_eq!(p_bool(s), Ok(b));
+        }
+        for s in ["false", "No", "OFF", "0"] {
+            assert_eq!(p_bool(s), Ok(false));
+        }
+        for s in ["", "2", "y", "enabled", " true"] {
+            assert!(p_bool(s).unwrap_err().contains("invalid boolean"), "{s}");
+        }
+        assert_eq!(
+            p_list(" a , b,c "),
+            Ok(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert!(p_list("a,,b").unwrap_err().contains("empty item"));
+        assert!(p_list("a,").unwrap_err().contains("empty item"));
+        assert!(p_list("").unwrap_err().contains("empty item"));
+        assert!(p_list("a, a").unwrap_err().contains("duplicate item 'a'"));
+        assert_eq!(p_pool_mode("Transaction"), Ok(PoolMode::Transaction));
+        assert_eq!(p_pool_mode("SESSION"), Ok(PoolMode::Session));
+        assert_eq!(p_pool_mode("none"), Ok(PoolMode::None));
+        assert!(
+            p_pool_mode("sesion")
+                .unwrap_err()
+                .contains("none, session, transaction")
+        );
+        assert_eq!(p_level("WARNING"), Ok(Level::Warn));
+        assert!(p_level("pgvpd=debug").is_err());
+        assert_eq!(show("a\nb"), "a\\nb");
+        assert_eq!(show(&"x".repeat(100)).len(), 67);
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("prot"), Some("port"));
+        assert_eq!(suggest("pool_sise"), Some("pool_size"));
+        assert_eq!(suggest("contex"), Some("context"));
+        assert_eq!(suggest("Upstream_Hots"), Some("upstream_host"));
+        assert_eq!(suggest("completely_unknown"), None);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("kitten", "sitting"), 3);
+    }
+}

@@ -1,0 +1,500 @@
+//! Cross-field and semantic checks, run once by [`load`](super::load()) (and on reload).
+//!
+//! Every error names the key it is about (`ConfigError::key`, canonical spelling) with
+//! `Source::Default` and line 0; `load` then points it at the file line, env var or flag that
+//! set that key. Checks, in order:
+//! 1. `workers` in 1..=[`MAX_WORKERS`]; `listen_host`, `upstream_host` non-empty;
+//! 2. `tls_port` requires `tls_cert` and `tls_key` and differs from `port` (unless 0; both
+//!    bind `listen_host`; the admin API binds its own address, so its port is not compared);
+//! 3. `handshake_timeout`, `upstream_connect_timeout`, `max_client_conn` > 0;
+//! 4. `pool_mode = session|transaction` requires `pool_password`, `upstream_password`
+//!    (non-empty) and `pool_size > 0`;
+//! 5. `tenant_allow` and `tenant_deny` not both; their items non-empty;
+//! 6. `tenant_separator` non-empty; `value_separator` non-empty with more than one variable;
+//! 7. `context_variables`: non-empty, each a valid custom setting name ([`is_custom_guc_name`])
+//!    whose prefix is not reserved ([`RESERVED_PREFIXES`]), no duplicates (case-insensitively,
+//!    as PostgreSQL folds these names);
+//! 8. `set_role`: non-empty, at most 63 bytes, no NUL; `superuser_bypass` items non-empty.
+//!
+//! Not checked here (needs I/O): that `resolvers`, `tls_cert`, `tls_key` exist and parse.
+
+use super::{Config, ConfigError, PoolMode, Source};
+
+/// Most reactor threads.
+pub const MAX_WORKERS: usize = 64;
+/// PostgreSQL identifier limit (NAMEDATALEN - 1).
+pub const MAX_IDENT: usize = 63;
+/// Setting-name prefixes that may not be used for context variables: `pgvpd` is reserved for
+/// the proxy's own session variables; `plpgsql` is reserved by PostgreSQL's PL/pgSQL.
+pub const RESERVED_PREFIXES: &[&str] = &["pgvpd", "plpgsql"];
+
+fn err(key: &str, msg: String) -> ConfigError {
+    ConfigError::new(Source::Default, 0, Some(key), msg)
+}
+
+/// `true` if `name` is a valid custom setting name: two or more dot-separated parts, each
+/// `[A-Za-z_][A-Za-z0-9_]*` and at most 63 bytes (`app.current_tenant_id`, `a.b.c`).
+pub fn is_custom_guc_name(name: &str) -> bool {
+    let mut parts = 0usize;
+    for part in name.split('.') {
+        let mut bytes = part.bytes();
+        let first_ok = bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+        if !first_ok
+            || part.len() > MAX_IDENT
+            || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return false;
+        }
+        parts = parts.saturating_add(1);
+    }
+    parts >= 2
+}
+
+fn check_items(key: &str, items: &[String]) -> Result<(), ConfigError> {
+    if items.iter().any(|i| i.trim().is_empty()) {
+        return Err(err(key, "list items must not be empty".into()));
+    }
+    Ok(())
+}
+
+fn missing(s: &Option<String>) -> bool {
+    s.as_deref().is_none_or(str::is_empty)
+}
+
+/// Check the whole configuration; the first problem found is returned.
+pub fn validate(c: &Config) -> Result<(), ConfigError> {
+    if c.workers == 0 || c.workers > MAX_WORKERS {
+        return Err(err(
+            "workers",
+            format!("must be between 1 and {MAX_WORKERS} (got {})", c.workers),
+        ));
+    }
+    if c.listen_host.is_empty() {
+        return Err(err("listen_host", "must not be empty".into()));
+    }
+    if c.upstream_host.is_empty() {
+        return Err(err("upstream_host", "must not be empty".into()));
+    }
+    if let Some(tls) = c.tls_port {
+        if c.tls_cert.is_none() || c.tls_key.is_none() {
+            return Err(err("tls_port", "requires both tls_cert and tls_key".into()));
+        }
+        if tls != 0 && tls == c.port {
+            return Err(err("tls_port", format!("must differ from port ({tls})")));
+        }
+    }
+    if c.handshake_timeout.is_zero() {
+        return Err(err("handshake_timeout", "must be > 0".into()));
+    }
+    if c.upstream_connect_timeout.is_zero() {
+        return Err(err("upstream_connect_timeout", "must be > 0".into()));
+    }
+    if c.max_client_conn == 0 {
+        return Err(err("max_client_conn", "must be > 0".into()));
+    }
+    if c.pool_mode != PoolMode::None {
+        let mode = c.pool_mode.as_str();
+        if missing(&c.pool_password) {
+            return Err(err(
+                "pool_mode",
+                format!("pool_mode = {mode} requires pool_password"),
+            ));
+        }
+        if missing(&c.upstream_password) {
+            return Err(err(
+                "pool_mode",
+                format!("pool_mode = {mode} requires upstream_password"),
+            ));
+        }
+        if c.pool_size == 0 {
+            return Err(err(
+                "pool_size",
+                format!("must be > 0 with pool_mode = {mode}"),
+            ));
+        }
+    }
+    if c.tenant_allow.is_some() && c.tenant_deny.is_some() {
+        return Err(err(
+            "tenant_deny",
+            "tenant_allow and tenant_deny cannot both be set".into(),
+        ));
+    }
+    if let Some(l) = &c.tenant_allow {
+        check_items("tenant_allow", l)?;
+    }
+    if let Some(l) = &c.tenant_deny {
+        check_items("tenant_deny", l)?;
+    }
+    if c.tenant_separator.is_empty() {
+        return Err(err("tenant_separator", "must not be empty".into()));
+    }
+    validate_context(c)?;
+    if let Some(role) = &c.set_role {
+        if role.is_empty() {
+            return Err(err("set_role", "must not be empty".into()));
+        }
+        if role.len() > MAX_IDENT {
+            return Err(err(
+                "set_role",
+                format!("role name longer than {MAX_IDENT} bytes"),
+            ));
+        }
+        if role.contains('\0') {
+            return Err(err("set_role", "role name contains a NUL character".into()));
+        }
+    }
+    check_items("superuser_bypass", &c.superuser_bypass)?;
+    Ok(())
+}
+
+fn validate_context(c: &Config) -> Result<(), ConfigError> {
+    const KEY: &str = "context_variables";
+    let vars = &c.context_variables;
+    if vars.is_empty() {
+        return Err(err(KEY, "at least one variable is required".into()));
+    }
+    for (i, v) in vars.iter().enumerate() {
+        let shown = super::settings::show(v);
+        if !is_custom_guc_name(v) {
+            return Err(err(
+                KEY,
+                format!("'{shown}' is not a valid setting name (expected prefix.name)"),
+            ));
+        }
+        let prefix = v.split('.').next().unwrap_or_default();
+        if RESERVED_PREFIXES
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(prefix))
+        {
+            return Err(err(
+                KEY,
+                format!("'{shown}': the prefix '{prefix}' is reserved"),
+            ));
+        }
+        let earlier = vars.iter().take(i);
+        if earlier.into_iter().any(|e| e.eq_ignore_ascii_case(v)) {
+            return Err(err(KEY, format!("'{shown}' is listed twice")));
+        }
+    }
+    if vars.len() > 1 && c.value_separator.is_empty() {
+        return Err(err(
+            "value_separator",
+            "must not be empty with more than one context variable".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    #[test]
+    fn guc_names() {
+        let cases: &[(&str, bool)] = &[
+            ("app.current_tenant_id", true),
+            ("app.tenant", true),
+            ("_a._b", true),
+            ("a.b.c", true),
+            ("App.Tenant2", true),
+            ("app", false),
+            ("", false),
+            (".x", false),
+            ("x.", false),
+            ("a..b", false),
+            ("app-tenant", false),
+            ("app.1tenant", false),
+            ("1app.tenant", false),
+            ("app.ten ant", false),
+            ("app.tenant;drop", false),
+            ("app.\"x\"", false),
+            ("app.é", false),
+            ("a$b.c", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(is_custom_guc_name(name), *ok, "{name:?}");
+        }
+        let long = format!("app.{}", "x".repeat(63));
+        assert!(is_custom_guc_name(&long));
+        let too_long = format!("app.{}", "x".repeat(64));
+        assert!(!is_custom_guc_name(&too_long));
+    }
+
+    #[test]
+    fn default_is_valid() {
+        validate(&Config::default()).unwrap();
+    }
+
+    #[test]
+    fn messages_name_the_key() {
+        let d = Config::default;
+        let pooled = || Config {
+            pool_mode: PoolMode::Session,
+            pool_password: Some("p".into()),
+            upstream_password: Some("u".into()),
+            ..d()
+        };
+        // (config, key, message fragment)
+        let cases: Vec<(Config, &str, &str)> = vec![
+            (Config { workers: 0, ..d() }, "workers", "between 1 and 64"),
+            (Config { workers: 65, ..d() }, "workers", "between 1 and 64"),
+            (
+                Config {
+                    listen_host: "".into(),
+                    ..d()
+                },
+                "listen_host",
+                "empty",
+            ),
+            (
+                Config {
+                    upstream_host: "".into(),
+                    ..d()
+                },
+                "upstream_host",
+                "empty",
+            ),
+            (
+                Config {
+                    tls_port: Some(6433),
+                    ..d()
+                },
+                "tls_port",
+                "requires both tls_cert and tls_key",
+            ),
+            (
+                Config {
+                    tls_port: Some(6433),
+                    tls_cert: Some(PathBuf::from("c")),
+                    ..d()
+                },
+                "tls_port",
+                "requires both",
+            ),
+            (
+                Config {
+                    tls_port: Some(6432),
+                    tls_cert: Some(PathBuf::from("c")),
+                    tls_key: Some(PathBuf::from("k")),
+                    ..d()
+                },
+                "tls_port",
+                "must differ from port",
+            ),
+            (
+                Config {
+                    handshake_timeout: Duration::ZERO,
+                    ..d()
+                },
+                "handshake_timeout",
+                "must be > 0",
+            ),
+            (
+                Config {
+                    upstream_connect_timeout: Duration::ZERO,
+                    ..d()
+                },
+                "upstream_connect_timeout",
+                "must be > 0",
+            ),
+            (
+                Config {
+                    max_client_conn: 0,
+                    ..d()
+                },
+                "max_client_conn",
+                "must be > 0",
+            ),
+            (
+                Config {
+                    pool_mode: PoolMode::Session,
+                    ..d()
+                },
+                "pool_mode",
+                "pool_mode = session requires pool_password",
+            ),
+            (
+                Config {
+                    pool_password: None,
+                    ..pooled()
+                },
+                "pool_mode",
+                "requires pool_password",
+            ),
+            (
+                Config {
+                    pool_password: Some("".into()),
+                    ..pooled()
+                },
+                "pool_mode",
+                "requires pool_password",
+            ),
+            (
+                Config {
+                    pool_mode: PoolMode::Transaction,
+                    upstream_password: None,
+                    ..pooled()
+                },
+                "pool_mode",
+                "pool_mode = transaction requires upstream_password",
+            ),
+            (
+                Config {
+                    pool_size: 0,
+                    ..pooled()
+                },
+                "pool_size",
+                "must be > 0 with pool_mode = session",
+            ),
+            (
+                Config {
+                    tenant_allow: Some(vec!["a".into()]),
+                    tenant_deny: Some(vec!["b".into()]),
+                    ..d()
+                },
+                "tenant_deny",
+                "cannot both be set",
+            ),
+            (
+                Config {
+                    tenant_allow: Some(vec![" ".into()]),
+                    ..d()
+                },
+                "tenant_allow",
+                "not be empty",
+            ),
+            (
+                Config {
+                    tenant_separator: "".into(),
+                    ..d()
+                },
+                "tenant_separator",
+                "must not be empty",
+            ),
+            (
+                Config {
+                    context_variables: vec![],
+                    ..d()
+                },
+                "context_variables",
+                "at least one",
+            ),
+            (
+                Config {
+                    context_variables: vec!["app-tenant".into()],
+                    ..d()
+                },
+                "context_variables",
+                "'app-tenant' is not a valid setting name (expected prefix.name)",
+            ),
+            (
+                Config {
+                    context_variables: vec!["pgvpd.tenant".into()],
+                    ..d()
+                },
+                "context_variables",
+                "prefix 'pgvpd' is reserved",
+            ),
+            (
+                Config {
+                    context_variables: vec!["PLPGSQL.x".into()],
+                    ..d()
+                },
+                "context_variables",
+                "reserved",
+            ),
+            (
+                Config {
+                    context_variables: vec!["app.a".into(), "APP.A".into()],
+                    ..d()
+                },
+                "context_variables",
+                "'APP.A' is listed twice",
+            ),
+            (
+                Config {
+                    context_variables: vec!["app.a".into(), "app.b".into()],
+                    value_separator: "".into(),
+                    ..d()
+                },
+                "value_separator",
+                "must not be empty",
+            ),
+            (
+                Config {
+                    set_role: Some("".into()),
+                    ..d()
+                },
+                "set_role",
+                "must not be empty",
+            ),
+            (
+                Config {
+                    set_role: Some("r".repeat(64)),
+                    ..d()
+                },
+                "set_role",
+                "longer than 63",
+            ),
+            (
+                Config {
+                    set_role: Some("a\0b".into()),
+                    ..d()
+                },
+                "set_role",
+                "NUL",
+            ),
+            (
+                Config {
+                    superuser_bypass: vec!["".into()],
+                    ..d()
+                },
+                "superuser_bypass",
+                "empty",
+            ),
+        ];
+        for (cfg, key, frag) in cases {
+            let e = validate(&cfg).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.msg.contains(frag), "{e}");
+            assert!(e.to_string().starts_with(&format!("key '{key}': ")), "{e}");
+        }
+        // Accepted edge cases.
+        validate(&Config {
+            value_separator: "".into(),
+            ..d()
+        })
+        .unwrap();
+        validate(&Config {
+            set_role: Some("r".repeat(63)),
+            ..d()
+        })
+        .unwrap();
+        validate(&Config {
+            tenant_deny: Some(vec!["x".into()]),
+            ..d()
+        })
+        .unwrap();
+        validate(&Config {
+            port: 0,
+            tls_port: Some(0),
+            tls_cert: Some("c".into()),
+            tls_key: Some("k".into()),
+            admin_port: Some(0),
+            ..d()
+        })
+        .unwrap();
+        validate(&Config {
+            pool_size: 0,
+            ..d()
+        })
+        .unwrap();
+        validate(&pooled()).unwrap();
+        validate(&Config { workers: 64, ..d() }).unwrap();
+    }
+}
