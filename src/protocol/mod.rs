@@ -30,6 +30,10 @@ pub const PROTOCOL_3_2: i32 = 196_610;
 pub const SSL_REQUEST_CODE: i32 = 80_877_103;
 pub const GSSENC_REQUEST_CODE: i32 = 80_877_104;
 pub const CANCEL_REQUEST_CODE: i32 = 80_877_102;
+/// Cancel key length bounds: 4 bytes in protocol 3.0; protocol 3.2
+/// (PostgreSQL 18) allows up to 256 bytes (BackendKeyData, CancelRequest).
+pub const MIN_CANCEL_KEY_LEN: usize = 4;
+pub const MAX_CANCEL_KEY_LEN: usize = 256;
 
 /// Message tags, named after the protocol documentation.
 pub mod tag {
@@ -45,6 +49,8 @@ pub mod tag {
     pub const DATA_ROW: u8 = b'D';
     pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
     pub const ERROR_RESPONSE: u8 = b'E';
+    /// Reply to FunctionCall (`F`, legal from the client), e.g. libpq's `lo_*`.
+    pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
     pub const NO_DATA: u8 = b'n';
     pub const NOTICE_RESPONSE: u8 = b'N';
