@@ -29,7 +29,10 @@ fn not_yet_supported(c: &Config) -> Option<&'static str> {
     if c.admin_port.is_some() {
         return Some("admin_port");
     }
-    if c.tenant_max_connections.is_some() || c.tenant_rate_limit.is_some() || c.tenant_query_timeout.is_some() {
+    if c.tenant_max_connections.is_some()
+        || c.tenant_rate_limit.is_some()
+        || c.tenant_query_timeout.is_some()
+    {
         return Some("tenant_max_connections/tenant_rate_limit/tenant_query_timeout");
     }
     None
@@ -44,7 +47,10 @@ fn resolve_upstream(c: &Config) -> Result<Vec<SocketAddr>, String> {
         .map_err(|e| format!("cannot resolve upstream_host '{}': {e}", c.upstream_host))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("upstream_host '{}' resolved to no address", c.upstream_host));
+        return Err(format!(
+            "upstream_host '{}' resolved to no address",
+            c.upstream_host
+        ));
     }
     Ok(addrs)
 }
@@ -69,11 +75,17 @@ fn run(cfg: Config) -> ExitCode {
     let listener = match TcpListener::bind((cfg.listen_host.as_str(), cfg.port)) {
         Ok(l) => l,
         Err(e) => {
-            error!("startup_failed", error = format!("cannot listen on {}:{}: {e}", cfg.listen_host, cfg.port));
+            error!(
+                "startup_failed",
+                error = format!("cannot listen on {}:{}: {e}", cfg.listen_host, cfg.port)
+            );
             return ExitCode::FAILURE;
         }
     };
-    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let shared = Arc::new(Shared::default());
     let settings = WorkerSettings {
         session: Arc::new(SessionConfig::from_config(&cfg)),
@@ -101,7 +113,10 @@ fn run(cfg: Config) -> ExitCode {
     loop {
         match sys::wait_signal() {
             Ok(Signal::Terminate) => break,
-            Ok(Signal::Hangup) => warn!("sighup_ignored", reason = "reload is not supported by this build yet"),
+            Ok(Signal::Hangup) => warn!(
+                "sighup_ignored",
+                reason = "reload is not supported by this build yet"
+            ),
             Err(e) => {
                 error!("signal_wait_failed", error = e);
                 break;
@@ -122,7 +137,9 @@ fn run(cfg: Config) -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmd = config::load(&args, &|k| std::env::var(k).ok(), &|p| std::fs::read_to_string(p));
+    let cmd = config::load(&args, &|k| std::env::var(k).ok(), &|p| {
+        std::fs::read_to_string(p)
+    });
     let cmd = match cmd {
         Ok(c) => c,
         Err(e) => {

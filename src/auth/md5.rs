@@ -12,7 +12,8 @@ fn hex_into(digest: &[u8], out: &mut [u8; 32]) {
     for (i, b) in digest.iter().take(16).enumerate() {
         let hi = HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0');
         let lo = HEX.get(usize::from(b & 0x0f)).copied().unwrap_or(b'0');
-        if let Some(slot) = out.get_mut(i.saturating_mul(2)..i.saturating_mul(2).saturating_add(2)) {
+        if let Some(slot) = out.get_mut(i.saturating_mul(2)..i.saturating_mul(2).saturating_add(2))
+        {
             slot.copy_from_slice(&[hi, lo]);
         }
     }
@@ -50,6 +51,9 @@ mod tests {
         let got = md5_password_response(b"alice", b"secret", [1, 2, 3, 4]);
         assert_eq!(&got, b"md598a0412b9c31436fc53776e863350083");
         // Changing the salt changes the answer.
-        assert_ne!(md5_password_response(b"alice", b"secret", [1, 2, 3, 5]), got);
+        assert_ne!(
+            md5_password_response(b"alice", b"secret", [1, 2, 3, 5]),
+            got
+        );
     }
 }

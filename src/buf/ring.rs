@@ -186,7 +186,11 @@ impl ByteRing {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used
+)]
 mod tests {
     use super::*;
     use std::collections::VecDeque;
@@ -290,9 +294,15 @@ mod tests {
                         }
                     }
                 }
-                assert_eq!(contents(&ring), model.iter().copied().collect::<Vec<_>>(), "seed {seed} step {step}");
+                assert_eq!(
+                    contents(&ring),
+                    model.iter().copied().collect::<Vec<_>>(),
+                    "seed {seed} step {step}"
+                );
                 assert_eq!(ring.len(), model.len());
-                ring.debug_check().map_err(|e| format!("seed {seed}: {e}")).unwrap();
+                ring.debug_check()
+                    .map_err(|e| format!("seed {seed}: {e}"))
+                    .unwrap();
             }
         }
     }

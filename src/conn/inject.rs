@@ -31,14 +31,20 @@ pub fn build(
     let mut params: Vec<Option<&[u8]>> = Vec::new();
     let mut n: usize = 0;
     for (var, val) in variables.iter().zip(values.iter()) {
-        let a = n.checked_add(1).ok_or(ProtoError::Encode("parameter count"))?;
-        let b = a.checked_add(1).ok_or(ProtoError::Encode("parameter count"))?;
+        let a = n
+            .checked_add(1)
+            .ok_or(ProtoError::Encode("parameter count"))?;
+        let b = a
+            .checked_add(1)
+            .ok_or(ProtoError::Encode("parameter count"))?;
         sql.push_str(&format!("pg_catalog.set_config(${a}, ${b}, false), "));
         params.push(Some(var.as_bytes()));
         params.push(Some(val.as_bytes()));
         n = b;
     }
-    let r = n.checked_add(1).ok_or(ProtoError::Encode("parameter count"))?;
+    let r = n
+        .checked_add(1)
+        .ok_or(ProtoError::Encode("parameter count"))?;
     sql.push_str(&format!("pg_catalog.set_config('role', ${r}, false)"));
     params.push(Some(role.as_bytes()));
 
@@ -69,9 +75,15 @@ pub enum Step {
     CheckParse,
     CheckBind,
     /// Role-check rows seen so far, and whether any is privileged.
-    CheckRows { rows: u8, privileged: bool },
+    CheckRows {
+        rows: u8,
+        privileged: bool,
+    },
     /// CommandComplete of the check seen; expecting ReadyForQuery.
-    Ready { rows: u8, privileged: bool },
+    Ready {
+        rows: u8,
+        privileged: bool,
+    },
 }
 
 /// Outcome of feeding one answer.
@@ -140,6 +152,7 @@ pub fn feed(step: Step, tag: u8, row: Option<&[Option<&[u8]>]>, rfq_status: Opti
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
     use crate::protocol::tag as t;
@@ -177,7 +190,10 @@ mod tests {
             o => panic!("{o:?}"),
         };
         assert_eq!(feed(s_ok, t::READY_FOR_QUERY, None, Some(b'I')), Fed::Done);
-        assert_eq!(feed(s_ok, t::READY_FOR_QUERY, None, Some(b'T')), Fed::Unexpected);
+        assert_eq!(
+            feed(s_ok, t::READY_FOR_QUERY, None, Some(b'T')),
+            Fed::Unexpected
+        );
         // A privileged second row refuses.
         let s2 = match feed(check, t::DATA_ROW, Some(&ok_row), None) {
             Fed::More(n) => n,

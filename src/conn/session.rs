@@ -36,6 +36,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// SSLRequest + GSSENCRequest: the most negotiation packets before a startup.
 const MAX_NEGOTIATIONS: u8 = 2;
 
+/// `now + d`; on overflow (durations are capped far below it) the timer fires at once.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or(now)
+}
+
 /// Settings a session needs, shared by all sessions of a worker.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -149,7 +154,7 @@ pub struct Session {
 impl Session {
     pub fn new(cfg: Arc<SessionConfig>, now: Instant) -> Self {
         let mut timers = TimerTable::default();
-        timers.set(TimerKind::Handshake, now + cfg.handshake_timeout);
+        timers.set(TimerKind::Handshake, after(now, cfg.handshake_timeout));
         Session {
             cfg,
             phase: Phase::Startup { negotiations: 0 },
@@ -217,7 +222,10 @@ impl Session {
     pub fn wants_server_read(&self) -> bool {
         let open = matches!(
             self.phase,
-            Phase::Authenticating(..) | Phase::PostAuth(_) | Phase::Injecting(..) | Phase::Transparent
+            Phase::Authenticating(..)
+                | Phase::PostAuth(_)
+                | Phase::Injecting(..)
+                | Phase::Transparent
         );
         open && self.to_client.len() < OUT_CAP && !self.s2c.as_ref().is_some_and(|r| r.is_full())
     }
@@ -228,7 +236,13 @@ impl Session {
             return (&self.to_client, &[]);
         }
         match (&self.phase, &self.s2c) {
-            (Phase::Transparent | Phase::Draining { toward: Side::Client }, Some(r)) => r.readable(),
+            (
+                Phase::Transparent
+                | Phase::Draining {
+                    toward: Side::Client,
+                },
+                Some(r),
+            ) => r.readable(),
             _ => (&[], &[]),
         }
     }
@@ -242,7 +256,13 @@ impl Session {
             return (&self.to_server, &[]);
         }
         match (&self.phase, &self.c2s) {
-            (Phase::Transparent | Phase::Draining { toward: Side::Server }, Some(r)) => r.readable(),
+            (
+                Phase::Transparent
+                | Phase::Draining {
+                    toward: Side::Server,
+                },
+                Some(r),
+            ) => r.readable(),
             _ => (&[], &[]),
         }
     }
@@ -251,11 +271,15 @@ impl Session {
 
     /// Free space to read client bytes into (allocating the ring if needed).
     pub fn client_read_buf(&mut self, pool: &mut BufPool) -> &mut [u8] {
-        self.c2s.get_or_insert_with(|| pool.checkout()).free_contiguous_mut()
+        self.c2s
+            .get_or_insert_with(|| pool.checkout())
+            .free_contiguous_mut()
     }
 
     pub fn server_read_buf(&mut self, pool: &mut BufPool) -> &mut [u8] {
-        self.s2c.get_or_insert_with(|| pool.checkout()).free_contiguous_mut()
+        self.s2c
+            .get_or_insert_with(|| pool.checkout())
+            .free_contiguous_mut()
     }
 
     /// `n` bytes were read into `client_read_buf()`.
@@ -277,16 +301,22 @@ impl Session {
     pub fn handle_client_eof(&mut self, now: Instant) {
         match self.phase {
             Phase::Transparent => {
-                let pending = !self.to_server.is_empty()
-                    || self.c2s.as_ref().is_some_and(|r| !r.is_empty());
+                let pending =
+                    !self.to_server.is_empty() || self.c2s.as_ref().is_some_and(|r| !r.is_empty());
                 if pending {
                     self.drain(Side::Server, CloseReason::ClientEof, String::new(), now);
                 } else {
                     self.finish(CloseReason::ClientEof, String::new());
                 }
             }
-            Phase::CancelConnecting | Phase::CancelSending | Phase::Draining { .. } | Phase::Closed => {}
-            _ => self.finish(CloseReason::ClientEof, format!("during {}", self.phase.name())),
+            Phase::CancelConnecting
+            | Phase::CancelSending
+            | Phase::Draining { .. }
+            | Phase::Closed => {}
+            _ => self.finish(
+                CloseReason::ClientEof,
+                format!("during {}", self.phase.name()),
+            ),
         }
     }
 
@@ -294,8 +324,8 @@ impl Session {
     pub fn handle_server_eof(&mut self, now: Instant) {
         match self.phase {
             Phase::Transparent => {
-                let pending = !self.to_client.is_empty()
-                    || self.s2c.as_ref().is_some_and(|r| !r.is_empty());
+                let pending =
+                    !self.to_client.is_empty() || self.s2c.as_ref().is_some_and(|r| !r.is_empty());
                 if pending {
                     self.drain(Side::Client, CloseReason::ServerEof, String::new(), now);
                 } else {
@@ -390,7 +420,10 @@ impl Session {
                     let phase = self.phase.name();
                     self.fail(
                         "08006",
-                        &format!("handshake timeout: no progress in the {phase} phase within {}s", self.cfg.handshake_timeout.as_secs()),
+                        &format!(
+                            "handshake timeout: no progress in the {phase} phase within {}s",
+                            self.cfg.handshake_timeout.as_secs()
+                        ),
                         CloseReason::HandshakeTimeout,
                         now,
                     );
@@ -402,14 +435,20 @@ impl Session {
                         let secs = self.cfg.connect_timeout.as_secs();
                         self.fail(
                             "08006",
-                            &format!("could not connect to the upstream server: timeout after {secs}s"),
+                            &format!(
+                                "could not connect to the upstream server: timeout after {secs}s"
+                            ),
                             CloseReason::ConnectTimeout,
                             now,
                         );
                     }
                 }
                 TimerKind::Drain => {
-                    let reason = self.close.as_ref().map(|c| c.0).unwrap_or(CloseReason::DrainTimeout);
+                    let reason = self
+                        .close
+                        .as_ref()
+                        .map(|c| c.0)
+                        .unwrap_or(CloseReason::DrainTimeout);
                     self.finish(reason, "drain timeout".to_string());
                 }
             }
@@ -488,7 +527,7 @@ impl Session {
         self.close = Some((reason, detail));
         self.phase = Phase::Draining { toward };
         self.timers = TimerTable::default();
-        self.timers.set(TimerKind::Drain, now + DRAIN_TIMEOUT);
+        self.timers.set(TimerKind::Drain, after(now, DRAIN_TIMEOUT));
     }
 
     /// Sends a FATAL ErrorResponse to the client and closes after it is flushed.
@@ -510,7 +549,10 @@ impl Session {
 
     fn violation(&mut self, side: Side, err: ProtoError, now: Instant) {
         let (reason, msg) = match side {
-            Side::Client => (CloseReason::ClientProtocol, format!("protocol violation: {err}")),
+            Side::Client => (
+                CloseReason::ClientProtocol,
+                format!("protocol violation: {err}"),
+            ),
             Side::Server => (
                 CloseReason::ServerProtocol,
                 format!("protocol violation by the upstream server: {err}"),
@@ -545,7 +587,11 @@ impl Session {
 
     /// Frames one message from `ring` in `phase`. `Err` on invalid input; also
     /// when the ring is full but holds no complete message (it can never fit).
-    fn frame_len(ring: &mut ByteRing, phase: FramePhase, lim: &Limits) -> Result<Option<(u8, usize)>, ProtoError> {
+    fn frame_len(
+        ring: &mut ByteRing,
+        phase: FramePhase,
+        lim: &Limits,
+    ) -> Result<Option<(u8, usize)>, ProtoError> {
         let full = ring.is_full();
         let data = ring.contiguous();
         match parse_frame(data, phase, lim)? {
@@ -586,7 +632,13 @@ impl Session {
         progressed
     }
 
-    fn on_startup_packet(&mut self, wire: &[u8], body: &[u8], trailing: bool, now: Instant) -> bool {
+    fn on_startup_packet(
+        &mut self,
+        wire: &[u8],
+        body: &[u8],
+        trailing: bool,
+        now: Instant,
+    ) -> bool {
         let negotiations = match self.phase {
             Phase::Startup { negotiations } => negotiations,
             _ => return false,
@@ -601,7 +653,11 @@ impl Session {
         match packet {
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 if negotiations >= MAX_NEGOTIATIONS {
-                    self.violation(Side::Client, ProtoError::BadValue("repeated encryption request"), now);
+                    self.violation(
+                        Side::Client,
+                        ProtoError::BadValue("repeated encryption request"),
+                        now,
+                    );
                     return true;
                 }
                 if trailing {
@@ -631,7 +687,9 @@ impl Session {
             }
             StartupPacket::Startup(s) => {
                 let user = s.get(b"user");
-                self.info.database = String::from_utf8_lossy(s.get(b"database").or(user).unwrap_or(b"")).into_owned();
+                self.info.database =
+                    String::from_utf8_lossy(s.get(b"database").or(user).unwrap_or(b""))
+                        .into_owned();
                 let kind = username::classify(
                     user,
                     &self.cfg.superuser_bypass,
@@ -655,16 +713,29 @@ impl Session {
                         self.info.tenant = values.first().copied().unwrap_or("").to_string();
                         if !self.tenant_allowed(&self.info.tenant) {
                             crate::stats::inc(&crate::stats::STATS.tenant_rejected_deny);
-                            self.fail("28000", "tenant access denied", CloseReason::TenantDenied, now);
+                            self.fail(
+                                "28000",
+                                "tenant access denied",
+                                CloseReason::TenantDenied,
+                                now,
+                            );
                             return true;
                         }
                         // Rewritten startup: every client parameter kept in order,
                         // `user` replaced by the role.
                         let params: Vec<(&[u8], &[u8])> = s
                             .params()
-                            .map(|(k, v)| if k == b"user" { (k, role.as_bytes()) } else { (k, v) })
+                            .map(|(k, v)| {
+                                if k == b"user" {
+                                    (k, role.as_bytes())
+                                } else {
+                                    (k, v)
+                                }
+                            })
                             .collect();
-                        if let Err(e) = encode::startup_message(&mut self.to_server, s.version, &params) {
+                        if let Err(e) =
+                            encode::startup_message(&mut self.to_server, s.version, &params)
+                        {
                             self.violation(Side::Client, e, now);
                             return true;
                         }
@@ -694,7 +765,8 @@ impl Session {
     }
 
     fn connect(&mut self, now: Instant) {
-        self.timers.set(TimerKind::Connect, now + self.cfg.connect_timeout);
+        self.timers
+            .set(TimerKind::Connect, after(now, self.cfg.connect_timeout));
         self.action = Some(Action::ConnectUpstream);
     }
 
@@ -719,10 +791,12 @@ impl Session {
                         self.to_server.extend_from_slice(wire);
                         Ok(())
                     }
-                    Some(salt) => frontend::decode_password(wire.get(5..).unwrap_or(&[])).and_then(|pw| {
-                        let resp = md5_password_response(self.info.role.as_bytes(), pw, salt);
-                        encode::password_message(&mut self.to_server, &resp)
-                    }),
+                    Some(salt) => {
+                        frontend::decode_password(wire.get(5..).unwrap_or(&[])).and_then(|pw| {
+                            let resp = md5_password_response(self.info.role.as_bytes(), pw, salt);
+                            encode::password_message(&mut self.to_server, &resp)
+                        })
+                    }
                 };
                 ring.consume(wire_len);
                 r.map(|()| true)
@@ -780,7 +854,13 @@ impl Session {
         progressed
     }
 
-    fn on_server_message(&mut self, t: u8, wire: &[u8], body: &[u8], now: Instant) -> Result<(), ProtoError> {
+    fn on_server_message(
+        &mut self,
+        t: u8,
+        wire: &[u8],
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), ProtoError> {
         // Messages handled alike in every handshake phase.
         match t {
             tag::NOTICE_RESPONSE => {
@@ -802,8 +882,14 @@ impl Session {
                         .filter(|c| c.len() == 5)
                         .unwrap_or("XX000")
                         .to_string();
-                    let msg = String::from_utf8_lossy(fields.message.unwrap_or(b"unknown error")).into_owned();
-                    self.fail(&code, &format!("could not set the tenant context: {msg}"), reason, now);
+                    let msg = String::from_utf8_lossy(fields.message.unwrap_or(b"unknown error"))
+                        .into_owned();
+                    self.fail(
+                        &code,
+                        &format!("could not set the tenant context: {msg}"),
+                        reason,
+                        now,
+                    );
                 } else {
                     // Relay the server's own error verbatim (e.g. 28P01), then close.
                     let detail = String::from_utf8_lossy(fields.code.unwrap_or(b"")).into_owned();
@@ -836,7 +922,12 @@ impl Session {
                     backend::decode_ready_for_query(body)?;
                     let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
                     let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
-                    inject::build(&mut self.to_server, &self.cfg.context_variables, &values, &role)?;
+                    inject::build(
+                        &mut self.to_server,
+                        &self.cfg.context_variables,
+                        &values,
+                        &role,
+                    )?;
                     Phase::Injecting(hs, Step::SetParse)
                 }
                 other => {
@@ -933,7 +1024,9 @@ impl Session {
                         // The MD5 hash covers the user name, which we rewrote:
                         // ask the client for the password and answer ourselves.
                         encode::auth_cleartext_password(&mut self.to_client);
-                        AuthStep::AwaitClient { md5_salt: Some(salt) }
+                        AuthStep::AwaitClient {
+                            md5_salt: Some(salt),
+                        }
                     }
                     Auth::Other(_) => {
                         return Err(ProtoError::BadValue("unsupported authentication method"));

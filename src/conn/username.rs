@@ -48,7 +48,10 @@ pub fn classify<'a>(
         ));
     };
     if role.is_empty() || payload.is_empty() {
-        return Err(err("28000", "empty role or context in username".to_string()));
+        return Err(err(
+            "28000",
+            "empty role or context in username".to_string(),
+        ));
     }
     let values: Vec<&str> = if variable_count > 1 {
         payload.split(value_separator).collect()
@@ -68,6 +71,7 @@ pub fn classify<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -86,46 +90,93 @@ mod tests {
         assert_eq!(c("postgres", 1), Ok(UserKind::Bypass));
         assert_eq!(
             c("app_user.acme", 1),
-            Ok(UserKind::Tenant { role: "app_user", values: vec!["acme"] })
+            Ok(UserKind::Tenant {
+                role: "app_user",
+                values: vec!["acme"]
+            })
         );
         // Only the first separator splits; the payload may contain more.
         assert_eq!(
             c("app_user.acme.eu", 1),
-            Ok(UserKind::Tenant { role: "app_user", values: vec!["acme.eu"] })
+            Ok(UserKind::Tenant {
+                role: "app_user",
+                values: vec!["acme.eu"]
+            })
         );
         // One variable: value separator is not special.
         assert_eq!(
             c("app_user.a:b", 1),
-            Ok(UserKind::Tenant { role: "app_user", values: vec!["a:b"] })
+            Ok(UserKind::Tenant {
+                role: "app_user",
+                values: vec!["a:b"]
+            })
         );
         assert_eq!(
             c("app_user.a:b", 2),
-            Ok(UserKind::Tenant { role: "app_user", values: vec!["a", "b"] })
+            Ok(UserKind::Tenant {
+                role: "app_user",
+                values: vec!["a", "b"]
+            })
         );
         assert_eq!(
             c("app_user.a:", 2),
-            Ok(UserKind::Tenant { role: "app_user", values: vec!["a", ""] })
+            Ok(UserKind::Tenant {
+                role: "app_user",
+                values: vec!["a", ""]
+            })
         );
         assert_eq!(
             c("app_user.:b", 2),
-            Ok(UserKind::Tenant { role: "app_user", values: vec!["", "b"] })
+            Ok(UserKind::Tenant {
+                role: "app_user",
+                values: vec!["", "b"]
+            })
         );
-        assert_eq!(c("app_user.only", 2).map_err(|e| e.message), Err("expected 2 context value(s), got 1".into()));
+        assert_eq!(
+            c("app_user.only", 2).map_err(|e| e.message),
+            Err("expected 2 context value(s), got 1".into())
+        );
         assert_eq!(c("app_user.a:b:c", 2).map_err(|e| e.code), Err("28000"));
         assert_eq!(c("baduser", 1).map_err(|e| e.code), Err("28000"));
-        assert!(c("baduser", 1).unwrap_err().message.contains("separated by '.'"));
-        assert_eq!(c("app_user.", 1).map_err(|e| e.message), Err("empty role or context in username".into()));
+        assert!(
+            c("baduser", 1)
+                .unwrap_err()
+                .message
+                .contains("separated by '.'")
+        );
+        assert_eq!(
+            c("app_user.", 1).map_err(|e| e.message),
+            Err("empty role or context in username".into())
+        );
         assert_eq!(c(".acme", 1).map_err(|e| e.code), Err("28000"));
-        assert_eq!(c("app-dash.acme", 1), Ok(UserKind::Tenant { role: "app-dash", values: vec!["acme"] }));
+        assert_eq!(
+            c("app-dash.acme", 1),
+            Ok(UserKind::Tenant {
+                role: "app-dash",
+                values: vec!["acme"]
+            })
+        );
         // Bypass is exact and case-sensitive.
         assert_eq!(c("Postgres", 1).map_err(|e| e.code), Err("28000"));
-        assert_eq!(classify(None, &[], ".", 1, ":").map_err(|e| e.code), Err("08004"));
-        assert_eq!(classify(Some(b""), &[], ".", 1, ":").map_err(|e| e.code), Err("08004"));
-        assert_eq!(classify(Some(b"a.\xff"), &[], ".", 1, ":").map_err(|e| e.code), Err("28000"));
+        assert_eq!(
+            classify(None, &[], ".", 1, ":").map_err(|e| e.code),
+            Err("08004")
+        );
+        assert_eq!(
+            classify(Some(b""), &[], ".", 1, ":").map_err(|e| e.code),
+            Err("08004")
+        );
+        assert_eq!(
+            classify(Some(b"a.\xff"), &[], ".", 1, ":").map_err(|e| e.code),
+            Err("28000")
+        );
         // Multi-character separator.
         assert_eq!(
             classify(Some(b"app__acme"), &[], "__", 1, ":"),
-            Ok(UserKind::Tenant { role: "app", values: vec!["acme"] })
+            Ok(UserKind::Tenant {
+                role: "app",
+                values: vec!["acme"]
+            })
         );
     }
 }

@@ -33,10 +33,6 @@ impl Deadlines {
         self.heap.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
     /// Keeps only the entries `keep` approves (used to bound the heap).
     pub fn retain(&mut self, mut keep: impl FnMut(Instant, usize, u64) -> bool) {
         let old = std::mem::take(&mut self.heap);
@@ -73,7 +69,11 @@ mod tests {
         while let Some(e) = d.pop_due(now) {
             got.push(e);
         }
-        let want: Vec<_> = model.iter().copied().filter(|(at, _, _)| *at <= now).collect();
+        let want: Vec<_> = model
+            .iter()
+            .copied()
+            .filter(|(at, _, _)| *at <= now)
+            .collect();
         assert_eq!(got.len(), want.len());
         assert!(got.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(d.len(), model.len() - want.len());

@@ -54,7 +54,12 @@ pub fn spawn_workers(
     for id in 0..count {
         let l = listener.try_clone()?;
         l.set_nonblocking(true)?;
-        let (worker, waker) = worker::Worker::new(id, mio::net::TcpListener::from_std(l), settings.clone(), shared.clone())?;
+        let (worker, waker) = worker::Worker::new(
+            id,
+            mio::net::TcpListener::from_std(l),
+            settings.clone(),
+            shared.clone(),
+        )?;
         let thread = std::thread::Builder::new()
             .name(format!("pgvpd-worker-{id}"))
             .spawn(move || worker.run())?;

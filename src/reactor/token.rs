@@ -24,7 +24,11 @@ pub fn encode(slot: usize, generation: u64, side: Side) -> Token {
 pub fn decode(t: Token) -> (usize, u64, Side) {
     let slot = t.0 & SLOT_MASK;
     let generation = ((t.0 >> SLOT_BITS) as u64) & GEN_MASK;
-    let side = if t.0 >> 63 == 1 { Side::Server } else { Side::Client };
+    let side = if t.0 >> 63 == 1 {
+        Side::Server
+    } else {
+        Side::Client
+    };
     (slot, generation, side)
 }
 
@@ -34,7 +38,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_reserved() {
-        for (slot, g, side) in [(0, 0, Side::Client), (12345, 77, Side::Server), ((1 << 24) - 3, GEN_MASK, Side::Client)] {
+        for (slot, g, side) in [
+            (0, 0, Side::Client),
+            (12345, 77, Side::Server),
+            ((1 << 24) - 3, GEN_MASK, Side::Client),
+        ] {
             let t = encode(slot, g, side);
             assert_eq!(decode(t), (slot, g, side));
             assert_ne!(t, LISTENER);

@@ -152,7 +152,8 @@ impl Worker {
                                     None => continue,
                                 },
                             };
-                            let closed = ev.is_error() || ev.is_read_closed() || ev.is_write_closed();
+                            let closed =
+                                ev.is_error() || ev.is_read_closed() || ev.is_write_closed();
                             r.read |= ev.is_readable() || closed;
                             r.write |= ev.is_writable() || closed;
                             if !conn.dirty {
@@ -175,14 +176,19 @@ impl Worker {
         if !self.dirty.is_empty() {
             return Duration::ZERO;
         }
-        let accept_now = self.listener.is_some() && self.listener_ready && self.accept_paused_until.is_none();
+        let accept_now =
+            self.listener.is_some() && self.listener_ready && self.accept_paused_until.is_none();
         if accept_now && self.below_capacity() {
             return Duration::ZERO;
         }
         let mut wait = MAX_POLL_WAIT;
-        for at in [self.deadlines.next(), self.accept_paused_until, self.shutdown_deadline]
-            .into_iter()
-            .flatten()
+        for at in [
+            self.deadlines.next(),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
         {
             wait = wait.min(at.saturating_duration_since(now));
         }
@@ -194,7 +200,11 @@ impl Worker {
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
-        info!("shutdown_begin", worker = self.id, sessions = self.slab.len());
+        info!(
+            "shutdown_begin",
+            worker = self.id,
+            sessions = self.slab.len()
+        );
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
@@ -237,7 +247,12 @@ impl Worker {
                 Err(e) if crate::sys::is_fd_exhaustion(&e) => {
                     // Keep listener_ready: edge triggering will not fire again.
                     stats::inc(&STATS.accept_pauses);
-                    warn!("accept_paused", worker = self.id, error = e, pause_ms = ACCEPT_PAUSE.as_millis());
+                    warn!(
+                        "accept_paused",
+                        worker = self.id,
+                        error = e,
+                        pause_ms = ACCEPT_PAUSE.as_millis()
+                    );
                     self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     return;
                 }
@@ -260,10 +275,18 @@ impl Worker {
                 &mut msg,
                 "FATAL",
                 "53300",
-                &format!("too many client connections (max_client_conn = {})", self.settings.max_client_conn),
+                &format!(
+                    "too many client connections (max_client_conn = {})",
+                    self.settings.max_client_conn
+                ),
             );
             let _ = stream.write(&msg);
-            warn!("client_refused", worker = self.id, peer = peer, reason = CloseReason::TooManyClients.as_str());
+            warn!(
+                "client_refused",
+                worker = self.id,
+                peer = peer,
+                reason = CloseReason::TooManyClients.as_str()
+            );
             return;
         }
         stats::inc(&STATS.connections_active);
@@ -296,7 +319,8 @@ impl Worker {
             token::encode(slot, generation, Side::Client),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            conn.session.abort(CloseReason::IoError, format!("register: {e}"));
+            conn.session
+                .abort(CloseReason::IoError, format!("register: {e}"));
             self.closing.push(slot);
             return;
         }
@@ -315,13 +339,22 @@ impl Worker {
             conn.dirty = false;
             let upstream = &self.settings.upstream;
             let pool = &mut self.pool;
-            let result = catch_unwind(AssertUnwindSafe(|| drive(conn, registry, pool, upstream, slot, generation, now)));
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                drive(conn, registry, pool, upstream, slot, generation, now)
+            }));
             let budget_left = match result {
                 Ok(done) => done,
                 Err(_) => {
                     stats::inc(&STATS.panics);
-                    error!("connection_panic", conn = conn.id, phase = conn.session.phase_name());
-                    conn.session.abort(CloseReason::Panic, "panic while handling the connection".into());
+                    error!(
+                        "connection_panic",
+                        conn = conn.id,
+                        phase = conn.session.phase_name()
+                    );
+                    conn.session.abort(
+                        CloseReason::Panic,
+                        "panic while handling the connection".into(),
+                    );
                     true
                 }
             };
@@ -363,7 +396,8 @@ impl Worker {
         let live = self.slab.len().max(16);
         if self.deadlines.len() > live.saturating_mul(4) {
             let slab = &self.slab;
-            self.deadlines.retain(|at, s, g| slab.get(s, g).is_some_and(|c| c.deadline == Some(at)));
+            self.deadlines
+                .retain(|at, s, g| slab.get(s, g).is_some_and(|c| c.deadline == Some(at)));
         }
     }
 
@@ -386,7 +420,9 @@ impl Worker {
                 .map(|(r, d)| (r, d.to_string()))
                 .unwrap_or((CloseReason::IoError, String::new()));
             match reason {
-                CloseReason::ClientProtocol | CloseReason::ServerProtocol => stats::inc(&STATS.protocol_errors),
+                CloseReason::ClientProtocol | CloseReason::ServerProtocol => {
+                    stats::inc(&STATS.protocol_errors)
+                }
                 CloseReason::HandshakeTimeout => stats::inc(&STATS.handshake_timeouts),
                 CloseReason::CancelForwarded => stats::inc(&STATS.cancels_forwarded),
                 _ => {}
@@ -505,7 +541,8 @@ fn drive(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.client_ready.read = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
                 Err(e) => {
-                    conn.session.abort(CloseReason::IoError, format!("client read: {e}"));
+                    conn.session
+                        .abort(CloseReason::IoError, format!("client read: {e}"));
                     return true;
                 }
             }
@@ -549,7 +586,8 @@ fn drive(
                 let bufs = [IoSlice::new(a), IoSlice::new(b)];
                 match u.stream.write_vectored(&bufs) {
                     Ok(0) => {
-                        conn.session.abort(CloseReason::IoError, "server write returned 0".into());
+                        conn.session
+                            .abort(CloseReason::IoError, "server write returned 0".into());
                         return true;
                     }
                     Ok(n) => {
@@ -559,7 +597,8 @@ fn drive(
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.ready.write = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
                     Err(e) => {
-                        conn.session.abort(CloseReason::IoError, format!("server write: {e}"));
+                        conn.session
+                            .abort(CloseReason::IoError, format!("server write: {e}"));
                         return true;
                     }
                 }
@@ -573,17 +612,21 @@ fn drive(
                 let bufs = [IoSlice::new(a), IoSlice::new(b)];
                 match conn.client.write_vectored(&bufs) {
                     Ok(0) => {
-                        conn.session.abort(CloseReason::IoError, "client write returned 0".into());
+                        conn.session
+                            .abort(CloseReason::IoError, "client write returned 0".into());
                         return true;
                     }
                     Ok(n) => {
                         conn.session.handle_client_written(n, pool, now);
                         progress = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.client_ready.write = false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        conn.client_ready.write = false
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
                     Err(e) => {
-                        conn.session.abort(CloseReason::IoError, format!("client write: {e}"));
+                        conn.session
+                            .abort(CloseReason::IoError, format!("client write: {e}"));
                         return true;
                     }
                 }
@@ -615,7 +658,8 @@ fn retry_or_fail(
     if next < upstream.len() {
         start_connect(conn, registry, upstream, next, slot, generation, now);
     } else {
-        conn.session.handle_server_connect_failed(&err.to_string(), now);
+        conn.session
+            .handle_server_connect_failed(&err.to_string(), now);
     }
 }
 
@@ -629,7 +673,8 @@ fn start_connect(
     now: Instant,
 ) {
     let Some(addr) = upstream.get(idx).copied() else {
-        conn.session.handle_server_connect_failed("no upstream address", now);
+        conn.session
+            .handle_server_connect_failed("no upstream address", now);
         return;
     };
     match TcpStream::connect(addr) {
@@ -639,7 +684,8 @@ fn start_connect(
                 token::encode(slot, generation, Side::Server),
                 Interest::READABLE | Interest::WRITABLE,
             ) {
-                conn.session.handle_server_connect_failed(&e.to_string(), now);
+                conn.session
+                    .handle_server_connect_failed(&e.to_string(), now);
                 return;
             }
             debug!("upstream_connecting", conn = conn.id, addr = addr);
@@ -653,7 +699,8 @@ fn start_connect(
             if idx + 1 < upstream.len() {
                 start_connect(conn, registry, upstream, idx + 1, slot, generation, now);
             } else {
-                conn.session.handle_server_connect_failed(&e.to_string(), now);
+                conn.session
+                    .handle_server_connect_failed(&e.to_string(), now);
             }
         }
     }
