@@ -528,6 +528,7 @@ fn drive(
         // Client → ring.
         if conn.client_ready.read && conn.session.wants_client_read() {
             let buf = conn.session.client_read_buf(pool);
+            let want = buf.len();
             match conn.client.read(buf) {
                 Ok(0) => {
                     conn.client_ready.read = false;
@@ -535,6 +536,11 @@ fn drive(
                     progress = true;
                 }
                 Ok(n) => {
+                    // A short read drained the socket: with edge triggering the next
+                    // arrival raises a new event, so skip the EAGAIN read.
+                    if n < want {
+                        conn.client_ready.read = false;
+                    }
                     conn.session.handle_client_read(n, now);
                     progress = true;
                 }
@@ -555,6 +561,7 @@ fn drive(
             && conn.session.wants_server_read()
         {
             let buf = conn.session.server_read_buf(pool);
+            let want = buf.len();
             match u.stream.read(buf) {
                 Ok(0) => {
                     u.ready.read = false;
@@ -562,6 +569,9 @@ fn drive(
                     progress = true;
                 }
                 Ok(n) => {
+                    if n < want {
+                        u.ready.read = false;
+                    }
                     conn.session.handle_server_read(n, now);
                     progress = true;
                 }
@@ -584,13 +594,23 @@ fn drive(
             let (a, b) = conn.session.server_output();
             if !a.is_empty() {
                 let bufs = [IoSlice::new(a), IoSlice::new(b)];
-                match u.stream.write_vectored(&bufs) {
+                let total = a.len() + b.len();
+                let res = if b.is_empty() {
+                    u.stream.write(a)
+                } else {
+                    u.stream.write_vectored(&bufs)
+                };
+                match res {
                     Ok(0) => {
                         conn.session
                             .abort(CloseReason::IoError, "server write returned 0".into());
                         return true;
                     }
                     Ok(n) => {
+                        // A short write filled the socket buffer: wait for the edge.
+                        if n < total {
+                            u.ready.write = false;
+                        }
                         conn.session.handle_server_written(n, pool, now);
                         progress = true;
                     }
@@ -610,13 +630,22 @@ fn drive(
             let (a, b) = conn.session.client_output();
             if !a.is_empty() {
                 let bufs = [IoSlice::new(a), IoSlice::new(b)];
-                match conn.client.write_vectored(&bufs) {
+                let total = a.len() + b.len();
+                let res = if b.is_empty() {
+                    conn.client.write(a)
+                } else {
+                    conn.client.write_vectored(&bufs)
+                };
+                match res {
                     Ok(0) => {
                         conn.session
                             .abort(CloseReason::IoError, "client write returned 0".into());
                         return true;
                     }
                     Ok(n) => {
+                        if n < total {
+                            conn.client_ready.write = false;
+                        }
                         conn.session.handle_client_written(n, pool, now);
                         progress = true;
                     }
