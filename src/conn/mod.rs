@@ -30,6 +30,8 @@
 )]
 
 mod inject;
+#[cfg(test)]
+mod scenarios;
 mod session;
 mod timers;
 pub mod username;
