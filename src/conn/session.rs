@@ -513,6 +513,11 @@ impl Session {
         self.process(now);
     }
 
+    /// True once the session is closing: input is no longer relayed.
+    fn is_ending(&self) -> bool {
+        matches!(self.phase, Phase::Draining { .. } | Phase::Closed)
+    }
+
     /// Ends the session now.
     fn finish(&mut self, reason: CloseReason, detail: String) {
         if !matches!(self.phase, Phase::Closed) {
@@ -625,6 +630,9 @@ impl Session {
                 let body = wire.get(4..).unwrap_or(&[]);
                 let outcome = self.on_startup_packet(wire, body, trailing, now);
                 ring.consume(wire_len);
+                if self.is_ending() {
+                    ring.clear();
+                }
                 outcome
             }
         };
@@ -663,12 +671,12 @@ impl Session {
                 if trailing {
                     // CVE-2021-23214 class: bytes sent before our answer could
                     // have been injected by a man in the middle.
-                    self.fail(
-                        "08P01",
-                        "received unencrypted data after SSL request",
-                        CloseReason::ClientProtocol,
-                        now,
-                    );
+                    let what = if matches!(packet, StartupPacket::SslRequest) {
+                        "received unencrypted data after SSL request"
+                    } else {
+                        "received unencrypted data after GSSAPI encryption request"
+                    };
+                    self.fail("08P01", what, CloseReason::ClientProtocol, now);
                     return true;
                 }
                 encode::ssl_response(&mut self.to_client, b'N');
@@ -799,6 +807,9 @@ impl Session {
                     }
                 };
                 ring.consume(wire_len);
+                if self.is_ending() {
+                    ring.clear();
+                }
                 r.map(|()| true)
             }
         };
@@ -842,6 +853,11 @@ impl Session {
                 let body = wire.get(5..).unwrap_or(&[]);
                 let r = self.on_server_message(t, wire, body, now);
                 ring.consume(wire_len);
+                if self.is_ending() {
+                    // Nothing the server sent after an error or refusal may
+                    // reach the client (e.g. the ReadyForQuery after Sync).
+                    ring.clear();
+                }
                 if let Err(e) = r {
                     self.s2c = Some(ring);
                     self.violation(Side::Server, e, now);
