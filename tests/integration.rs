@@ -730,10 +730,11 @@ fn concurrent_300(ctx: &Ctx) {
     let open = ctx
         .cluster
         .sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'trust_user'");
-    assert_eq!(
-        open,
-        N.to_string(),
-        "all sessions stay open until all have answered"
+    // >= : a backend of an earlier case may still be exiting.
+    let open: usize = open.parse().expect("count");
+    assert!(
+        open >= N,
+        "only {open} of {N} sessions open after all answered"
     );
     drop(conns);
     p.assert_alive();
