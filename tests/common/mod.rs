@@ -1,0 +1,33 @@
+//! Shared test infrastructure for the integration suite, the demo and the bench.
+//!
+//! - [`Cluster`]: a throw-away PostgreSQL (initdb into a temp dir, started as a
+//!   direct child, stopped and removed on `Drop`).
+//! - [`Proxy`]: the `pgvpd` binary started against a cluster with a generated
+//!   config file; its stderr goes to a log file printed when a case fails.
+//! - [`psql`], [`pgbench`]: the real PostgreSQL clients, with a hard timeout.
+//! - [`RawConn`]: a tiny blocking wire-protocol client, independent of the
+//!   crate's own codec (it is the "real client" check of that codec).
+//! - [`fixtures`]: loads `sql/setup.sql` and `tests/fixtures.sql`.
+//! - [`runner`]: the `harness = false` runner (`test NAME ... ok|FAILED`,
+//!   `N passed, N failed`, per-case watchdog, cluster stopped on every exit).
+//!
+//! Every target compiles this module; each uses a different subset.
+#![allow(dead_code, unused_imports)]
+
+mod client;
+mod cluster;
+pub mod fixtures;
+mod proxy;
+mod raw;
+pub mod runner;
+mod util;
+
+pub use client::{PsqlOut, pgbench, psql, psql_env, run_tool};
+pub use cluster::{Cluster, ClusterOpts, pg_bindir, pg_tool};
+pub use proxy::{Proxy, kill_leftover_proxies, proxy_binary};
+pub use raw::{
+    ErrorInfo, Outcome, RawConn, Rows, cancel_request_bytes, gssenc_request_bytes, parse_error,
+    password_bytes, query_bytes, ssl_request_bytes, startup_bytes, terminate_bytes,
+};
+pub use runner::Ctx;
+pub use util::{XorShift, free_port, isolate_children, repo_root, tail};
