@@ -273,10 +273,12 @@ fn auth_methods(ctx: &Ctx) {
             failures.push(format!("psql {user}: want {want:?}, got {out:?}"));
         }
     }
-    // The raw client sees the method the server asked for, relayed end to end.
+    // The raw client sees the method the server asked for, relayed end to end,
+    // except MD5: its hash covers the user name the proxy rewrote, so the proxy
+    // asks the client for cleartext (3) and answers the server's MD5 itself.
     for (user, pw, method) in [
         ("pw_user.tenant_a", Some(PW_PASSWORD), 3),
-        ("md5_user.tenant_a", Some(MD5_PASSWORD), 5),
+        ("md5_user.tenant_a", Some(MD5_PASSWORD), 3),
         ("trust_user.tenant_a", None, 0),
     ] {
         match RawConn::login(p.port, user, DB, pw) {

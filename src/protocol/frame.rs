@@ -276,12 +276,12 @@ pub fn parse_header(
 }
 
 fn parse_startup_header(buf: &[u8], lim: &Limits) -> Result<Option<Header>, ProtoError> {
-    let Some(hdr) = buf.get(..STARTUP_HEADER_LEN) else {
+    // The length alone is judged as soon as its 4 bytes are in, so a bad
+    // length is refused at once instead of waiting for bytes that never come.
+    let Some(len_bytes) = buf.get(..4) else {
         return Ok(None);
     };
-    let mut r = Reader::new(hdr);
-    let raw = r.i32_be("startup length")?;
-    let code = r.i32_be("startup code")?;
+    let raw = Reader::new(len_bytes).i32_be("startup length")?;
     let bad = ProtoError::BadLength { tag: 0, len: raw };
     let len = usize::try_from(raw).map_err(|_| bad)?;
     if len < MIN_STARTUP_LEN {
@@ -291,6 +291,12 @@ fn parse_startup_header(buf: &[u8], lim: &Limits) -> Result<Option<Header>, Prot
     if len > max {
         return Err(ProtoError::TooLong { tag: 0, len, max });
     }
+    let Some(hdr) = buf.get(..STARTUP_HEADER_LEN) else {
+        return Ok(None);
+    };
+    let mut r = Reader::new(hdr);
+    r.take(4, "startup length")?;
+    let code = r.i32_be("startup code")?;
     match code {
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => {
             if len != SSL_REQUEST_LEN {
@@ -395,6 +401,21 @@ mod tests {
                 Ok(None),
             ),
             ("empty", vec![], Ok(None)),
+            (
+                "only a bad length (4), judged without the code",
+                4i32.to_be_bytes().to_vec(),
+                Err(ProtoError::BadLength { tag: 0, len: 4 }),
+            ),
+            (
+                "only an oversized length, judged without the code",
+                10_001i32.to_be_bytes().to_vec(),
+                Err(ProtoError::TooLong {
+                    tag: 0,
+                    len: 10_001,
+                    max: 10_000,
+                }),
+            ),
+            ("only a good length", 8i32.to_be_bytes().to_vec(), Ok(None)),
             (
                 "len 7",
                 startup_bytes(7, PROTOCOL_3_0, b""),

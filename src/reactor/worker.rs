@@ -42,6 +42,9 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
 struct Ready {
     read: bool,
     write: bool,
+    /// The peer hung up (RDHUP/HUP/ERR seen). Its edge has fired already, so
+    /// a short read must not clear `read`: keep reading until EOF.
+    hup: bool,
 }
 
 struct Upstream {
@@ -155,6 +158,7 @@ impl Worker {
                             let closed =
                                 ev.is_error() || ev.is_read_closed() || ev.is_write_closed();
                             r.read |= ev.is_readable() || closed;
+                            r.hup |= closed;
                             r.write |= ev.is_writable() || closed;
                             if !conn.dirty {
                                 conn.dirty = true;
@@ -538,7 +542,7 @@ fn drive(
                 Ok(n) => {
                     // A short read drained the socket: with edge triggering the next
                     // arrival raises a new event, so skip the EAGAIN read.
-                    if n < want {
+                    if n < want && !conn.client_ready.hup {
                         conn.client_ready.read = false;
                     }
                     conn.session.handle_client_read(n, now);
@@ -569,7 +573,7 @@ fn drive(
                     progress = true;
                 }
                 Ok(n) => {
-                    if n < want {
+                    if n < want && !u.ready.hup {
                         u.ready.read = false;
                     }
                     conn.session.handle_server_read(n, now);
