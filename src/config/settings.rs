@@ -369,7 +369,7 @@ pub static SETTINGS: &[Setting] = &[
         get: |c| g_path(&c.upstream_tls_ca)),
     setting!("handshake_timeout", ["handshake_timeout_secs"], "PGVPD_HANDSHAKE_TIMEOUT",
         ["--handshake-timeout"], Kind::Secs, "30", secret: false, switch: false,
-        "Time a client has to complete TLS, startup and authentication; > 0.",
+        "Time from connect until the tenant context is set (startup, upstream connect, authentication, context injection); > 0.",
         set: |c, v| { c.handshake_timeout = p_secs(v)?; Ok(()) },
         get: |c| Some(g_secs(c.handshake_timeout))),
     setting!("pool_mode", [], "PGVPD_POOL_MODE", ["--pool-mode"], Kind::Enum(POOL_MODES), "none",
@@ -658,5 +658,22 @@ mod tests {
         assert_eq!(suggest("completely_unknown"), None);
         assert_eq!(distance("", "abc"), 3);
         assert_eq!(distance("kitten", "sitting"), 3);
+    }
+}
+
+#[cfg(test)]
+mod readme_tests {
+    use super::SETTINGS;
+
+    /// The README's configuration table must list every key.
+    #[test]
+    fn readme_lists_every_key() {
+        let readme = include_str!("../../README.md");
+        let missing: Vec<&str> = SETTINGS
+            .iter()
+            .map(|s| s.name)
+            .filter(|n| !readme.contains(&format!("| `{n}` |")))
+            .collect();
+        assert!(missing.is_empty(), "README config table lacks: {missing:?}");
     }
 }
