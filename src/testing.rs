@@ -1,13 +1,21 @@
 //! Oracles shared by fuzz targets and the regression replay test.
 //!
-//! Owns: `frame_oracle`, `startup_oracle`, `backend_oracle`: functions that
-//! take arbitrary bytes, drive the pure codec (`crate::protocol`) over them
-//! and `assert!` the properties the codec promises. They panic only when an
-//! oracle is violated (or when the codec itself panics, which is the bug a
-//! fuzzer is looking for).
-//! Must not: do I/O, allocate without bound (work is linear in the input),
-//! or depend on anything but `crate::protocol`.
-//! Properties checked:
+//! Owns: one `*_oracle(data: &[u8])` per fuzz target (`fuzz/fuzz_targets/`):
+//! functions that take arbitrary bytes, drive a pure part of the crate over
+//! them and `assert!` the properties it promises. They panic only when an
+//! oracle is violated (or when the code under test itself panics, which is
+//! the bug a fuzzer is looking for).
+//! - `frame_oracle`, `startup_oracle`, `backend_oracle`: the wire codec
+//!   (`crate::protocol`);
+//! - `config_oracle`: the config file parser and `load` (`crate::config`);
+//! - `ring_ops_oracle`: `ByteRing` against a `VecDeque` model (`crate::buf`);
+//! - `conn_ops_oracle`: one `Session` (`crate::conn`) driven by a decoded
+//!   sequence of reactor events with a fake clock (quinn-style).
+//!
+//! Must not: do I/O, read the clock for decisions (the conn harness takes one
+//! `Instant` as its base and only adds to it), or allocate without bound
+//! (work is linear in the input).
+//! Codec properties checked:
 //! - `parse_frame` and `parse_header` agree (same tag and lengths, same error);
 //! - a frame never claims more than the input, and `body + header == wire_len`;
 //! - lengths respect `min_len`/`max_len` for the phase;
@@ -310,6 +318,1116 @@ fn check_server(t: u8, body: &[u8], wire: &[u8]) {
     }
 }
 
+// ------------------------------------------------------------------ config
+
+/// Config text (lossy UTF-8): `parse` never panics and locates entries and
+/// errors within the text; `load` with the text as the `--config` file and
+/// an empty environment never panics; a `Run` config rendered by
+/// `render_effective` loads back to the same config (secrets read back as
+/// the redaction marker). The round trip is skipped when a value cannot be
+/// represented in the file format: it holds both quote kinds, or a control
+/// character (`render_effective` escapes those, by design).
+pub fn config_oracle(data: &[u8]) {
+    use crate::config::{self, Command, SETTINGS};
+
+    let text = String::from_utf8_lossy(data);
+    let lines = text.lines().count();
+    match config::parse(&text) {
+        Ok(entries) => {
+            let mut last = 0usize;
+            for e in &entries {
+                assert!(
+                    e.line >= 1 && e.line <= lines,
+                    "entry line {} of {lines}",
+                    e.line
+                );
+                assert!(e.line > last, "entries out of order or on one line");
+                last = e.line;
+                assert!(
+                    !e.key.is_empty() && e.key.trim() == e.key,
+                    "key {:?}",
+                    e.key
+                );
+                assert!(!e.value.contains('\n'), "value spans lines");
+            }
+        }
+        Err(e) => assert!(
+            e.line >= 1 && e.line <= lines,
+            "error line {} of {lines}",
+            e.line
+        ),
+    }
+
+    let args = ["--config".to_string(), "x".to_string()];
+    let file = text.clone().into_owned();
+    let loaded = config::load(&args, &|_| None, &|_| Ok(file.clone()));
+    let cfg = match loaded {
+        Ok(Command::Run(cfg)) => cfg,
+        Ok(other) => panic!("load without flags returned {other:?}"),
+        Err(e) => {
+            assert!(e.line <= lines, "error line {} of {lines}: {e}", e.line);
+            return;
+        }
+    };
+    let representable = SETTINGS.iter().all(|s| {
+        (s.get)(&cfg).is_none_or(|v| {
+            let both_quotes = v.contains('"') && v.contains('\'');
+            !both_quotes && !v.chars().any(char::is_control)
+        })
+    });
+    if !representable {
+        return;
+    }
+    let rendered = config::render_effective(&cfg);
+    let back = config::load(&args, &|_| None, &|_| Ok(rendered.clone()));
+    let redact = |s: &Option<String>| s.as_ref().map(|_| config::REDACTED.to_string());
+    let expect = config::Config {
+        pool_password: redact(&cfg.pool_password),
+        upstream_password: redact(&cfg.upstream_password),
+        ..(*cfg).clone()
+    };
+    match back {
+        Ok(Command::Run(c2)) => assert_eq!(*c2, expect, "round trip differs:\n{rendered}"),
+        other => panic!("rendered config does not load back: {other:?}\n{rendered}"),
+    }
+}
+
+// ---------------------------------------------------------------- ring ops
+
+/// `ByteRing` against a `VecDeque<u8>` model. Input: capacity byte (0..=40),
+/// then ops `(op, arg)`; after every op the ring's invariants hold and its
+/// contents, length and free space equal the model's.
+pub fn ring_ops_oracle(data: &[u8]) {
+    use crate::buf::ByteRing;
+    use std::collections::VecDeque;
+
+    let Some((&cap, mut ops)) = data.split_first() else {
+        return;
+    };
+    let cap = usize::from(cap % 41);
+    let mut ring = ByteRing::new(cap);
+    let mut model: VecDeque<u8> = VecDeque::new();
+    let mut next: u8 = 0;
+    let mut fresh = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                next = next.wrapping_add(1);
+                next
+            })
+            .collect()
+    };
+    while let [op, arg, rest @ ..] = ops {
+        ops = rest;
+        let arg = usize::from(*arg);
+        match op % 9 {
+            0 => {
+                let bytes = fresh(arg % 48);
+                let fits = bytes.len() <= cap - model.len();
+                assert_eq!(ring.push(&bytes), fits, "push all-or-nothing");
+                if fits {
+                    model.extend(&bytes);
+                }
+            }
+            1 => {
+                // read(): fill part of the contiguous free region, commit it
+                let free_total = ring.free();
+                let dst = ring.free_contiguous_mut();
+                assert!(dst.len() <= free_total);
+                if model.len() < cap {
+                    assert!(!dst.is_empty(), "free space but no contiguous region");
+                }
+                let n = arg.min(dst.len());
+                let bytes = fresh(n);
+                dst[..n].copy_from_slice(&bytes);
+                ring.commit(n);
+                model.extend(&bytes);
+            }
+            2 => {
+                ring.consume(arg);
+                let n = arg.min(model.len());
+                model.drain(..n);
+            }
+            3 => {
+                let mut out = vec![0u8; arg % 48];
+                let ok = ring.peek_into(&mut out);
+                assert_eq!(ok, out.len() <= model.len(), "peek_into result");
+                if ok {
+                    assert!(
+                        model.iter().take(out.len()).eq(out.iter()),
+                        "peek_into bytes"
+                    );
+                }
+            }
+            4 => ring.make_contiguous(),
+            5 => {
+                let c = ring.contiguous().to_vec();
+                assert!(c.iter().eq(model.iter()), "contiguous() differs");
+                assert!(
+                    ring.readable().1.is_empty(),
+                    "still wrapped after contiguous()"
+                );
+            }
+            6 => {
+                ring.clear();
+                model.clear();
+            }
+            7 => {
+                ring.wipe();
+                model.clear();
+            }
+            _ => {
+                // commit more than was written: clamped to the free space
+                let before = ring.len();
+                ring.commit(0);
+                assert_eq!(ring.len(), before, "commit(0)");
+            }
+        }
+        assert_eq!(ring.debug_check(), Ok(()));
+        assert_eq!(ring.capacity(), cap);
+        assert_eq!(ring.len(), model.len());
+        assert_eq!(ring.free(), cap - model.len());
+        assert_eq!(ring.is_empty(), model.is_empty());
+        assert_eq!(ring.is_full(), model.len() == cap);
+        let (a, b) = ring.readable();
+        assert!(
+            a.iter().chain(b.iter()).eq(model.iter()),
+            "readable() differs"
+        );
+        if model.is_empty() {
+            assert_eq!(
+                ring.free_contiguous_mut().len(),
+                cap,
+                "empty ring not reset"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- conn ops
+
+/// One reactor event for `conn_ops_oracle`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnOp {
+    /// Bytes arrive on the client socket (read when the session wants them).
+    ClientBytes(Vec<u8>),
+    /// Bytes arrive on the server socket (read once connected and wanted).
+    ServerBytes(Vec<u8>),
+    /// The client half-closes (delivered after its pending bytes).
+    ClientEof,
+    /// The server half-closes (delivered after its pending bytes).
+    ServerEof,
+    /// The upstream connect completes.
+    ServerConnected,
+    /// The upstream connect fails.
+    ServerConnectFailed,
+    /// The fake clock moves on by this many milliseconds.
+    Advance(u16),
+    /// The client socket accepts this many bytes (0 = all it is offered).
+    WriteClient(u16),
+    /// The server socket accepts this many bytes (0 = all it is offered).
+    WriteServer(u16),
+    /// A well-formed server message from `canned_server` (index mod its length).
+    ServerCanned(u8),
+    /// A well-formed client message from `canned_client` (index mod its length).
+    ClientCanned(u8),
+}
+
+/// Most ops decoded from one input (keeps each run short).
+pub const CONN_OPS_MAX: usize = 2048;
+/// Bound on what a session may offer to write to one peer at once.
+pub const CONN_OUTPUT_MAX: usize = 1 << 20;
+/// Iterations of the emulated reactor loop after each op.
+const CONN_DRIVE_BUDGET: usize = 64;
+
+/// The fixed session configurations `conn_ops_oracle` chooses from (first byte).
+pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
+    use crate::conn::SessionConfig;
+    use std::time::Duration;
+    let base = SessionConfig {
+        tenant_separator: ".".into(),
+        context_variables: vec!["app.current_tenant_id".into()],
+        value_separator: ":".into(),
+        superuser_bypass: vec!["postgres".into()],
+        set_role: None,
+        tenant_allow: None,
+        tenant_deny: None,
+        handshake_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(5),
+        limits: Limits::default(),
+    };
+    vec![
+        base.clone(),
+        SessionConfig {
+            context_variables: vec!["app.tenant".into(), "app.user".into()],
+            superuser_bypass: Vec::new(),
+            set_role: Some("app_rls".into()),
+            tenant_deny: Some(vec!["evil".into()]),
+            handshake_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            ..base.clone()
+        },
+        SessionConfig {
+            tenant_allow: Some(vec!["acme".into()]),
+            limits: SMALL_LIMITS,
+            ..base
+        },
+    ]
+}
+
+fn msg(f: impl FnOnce(&mut Vec<u8>) -> Result<(), crate::protocol::ProtoError>) -> Vec<u8> {
+    let mut o = Vec::new();
+    // canned messages are constants that encode; an Err would leave `o` empty
+    let _ = f(&mut o);
+    o
+}
+
+/// RFC 7677 SCRAM-SHA-256 example messages (user "user", password "pencil").
+pub const SCRAM_CLIENT_FIRST: &[u8] = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+pub const SCRAM_SERVER_FIRST: &[u8] =
+    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+pub const SCRAM_CLIENT_FINAL: &[u8] = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+pub const SCRAM_SERVER_FINAL: &[u8] = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dEHnLBlLzUomfQ8=";
+
+/// A psql 15 startup packet for `user` (database, application_name, client_encoding...).
+pub fn psql_startup(user: &[u8], version: i32) -> Vec<u8> {
+    msg(|o| {
+        encode::startup_message(
+            o,
+            version,
+            &[
+                (b"user", user),
+                (b"database", b"appdb"),
+                (b"application_name", b"psql"),
+                (b"client_encoding", b"UTF8"),
+                (b"DateStyle", b"ISO, MDY"),
+            ],
+        )
+    })
+}
+
+/// Client messages `ClientCanned(i)` picks from.
+pub fn canned_client() -> Vec<Vec<u8>> {
+    use crate::protocol::{PROTOCOL_3_0, PROTOCOL_3_2};
+    vec![
+        psql_startup(b"app_user.acme", PROTOCOL_3_0),
+        psql_startup(b"postgres", PROTOCOL_3_0),
+        vec![0, 0, 0, 8, 4, 210, 22, 47], // SSLRequest
+        vec![0, 0, 0, 8, 4, 210, 22, 48], // GSSENCRequest
+        msg(|o| encode::cancel_request(o, 4242, &[1, 2, 3, 4])),
+        msg(|o| encode::password_message(o, b"pencil")),
+        msg(|o| encode::sasl_initial_response(o, b"SCRAM-SHA-256", Some(SCRAM_CLIENT_FIRST))),
+        msg(|o| encode::sasl_response(o, SCRAM_CLIENT_FINAL)),
+        msg(|o| encode::query(o, b"select 1")),
+        msg(|o| {
+            encode::terminate(o);
+            Ok(())
+        }),
+        psql_startup(b"app_user.acme:alice", PROTOCOL_3_2),
+        msg(|o| {
+            encode::parse(o, b"", b"select $1", &[])?;
+            encode::bind_text(o, b"", b"", &[Some(b"1")])?;
+            encode::execute(o, b"", 0)?;
+            encode::sync(o);
+            Ok(())
+        }),
+    ]
+}
+
+/// The answers a PostgreSQL server gives to the context batch of a
+/// non-privileged role: `1 2 D C 1 2 D C Z`.
+pub fn injection_answers() -> Vec<u8> {
+    let mut o = Vec::new();
+    o.extend_from_slice(b"1\0\0\0\x042\0\0\0\x04");
+    o.extend_from_slice(b"D\0\0\0\x0a\0\x01\0\0\0\0");
+    o.extend_from_slice(b"C\0\0\0\x0dSELECT 1\0");
+    o.extend_from_slice(b"1\0\0\0\x042\0\0\0\x04");
+    o.extend_from_slice(b"D\0\0\0\x1c\0\x03\0\0\0\x08app_user\0\0\0\x01f\0\0\0\x01f");
+    o.extend_from_slice(b"C\0\0\0\x0dSELECT 1\0");
+    encode::ready_for_query(&mut o, b'I');
+    o
+}
+
+/// Server messages `ServerCanned(i)` picks from.
+pub fn canned_server() -> Vec<Vec<u8>> {
+    vec![
+        msg(|o| {
+            encode::auth_ok(o);
+            Ok(())
+        }),
+        msg(|o| {
+            encode::auth_cleartext_password(o);
+            Ok(())
+        }),
+        msg(|o| {
+            encode::auth_md5_password(o, [0x93, 0x1a, 0x2b, 0x7c]);
+            Ok(())
+        }),
+        msg(|o| encode::auth_sasl(o, &[b"SCRAM-SHA-256"])),
+        msg(|o| encode::auth_sasl_continue(o, SCRAM_SERVER_FIRST)),
+        msg(|o| encode::auth_sasl_final(o, SCRAM_SERVER_FINAL)),
+        msg(|o| encode::parameter_status(o, b"server_version", b"15.4")),
+        msg(|o| encode::backend_key_data(o, 4242, &[1, 2, 3, 4])),
+        msg(|o| {
+            encode::ready_for_query(o, b'I');
+            Ok(())
+        }),
+        injection_answers(),
+        msg(|o| {
+            encode::error_response(
+                o,
+                "FATAL",
+                "28P01",
+                "password authentication failed for user \"app_user\"",
+            );
+            Ok(())
+        }),
+        msg(|o| {
+            encode::notice_response(o, "NOTICE", "00000", "hello");
+            Ok(())
+        }),
+        msg(|o| encode::negotiate_protocol_version(o, 0, &[b"_pq_.x"])),
+        b"D\0\0\0\x1c\0\x03\0\0\0\x08postgres\0\0\0\x01t\0\0\0\x01t".to_vec(),
+        b"1\0\0\0\x04".to_vec(),
+        b"2\0\0\0\x04".to_vec(),
+        b"C\0\0\0\x0dSELECT 1\0".to_vec(),
+        msg(|o| {
+            encode::ready_for_query(o, b'T');
+            Ok(())
+        }),
+        {
+            // a DataRow larger than a ring: streams through in Transparent
+            let mut d = b"D\0\0\x4e\x2a\0\x01\0\0\x4e\x20".to_vec();
+            d.resize(1 + 20_010, b'x');
+            d
+        },
+    ]
+}
+
+/// Decodes `data` into (config index, ops). Total: every input decodes;
+/// missing argument bytes read as 0.
+pub fn decode_conn_ops(data: &[u8]) -> (usize, Vec<ConnOp>) {
+    let n_cfg = conn_ops_configs().len();
+    let Some((&sel, mut rest)) = data.split_first() else {
+        return (0, Vec::new());
+    };
+    let take_u8 = |r: &mut &[u8]| -> u8 {
+        match r.split_first() {
+            Some((&b, tail)) => {
+                *r = tail;
+                b
+            }
+            None => 0,
+        }
+    };
+    let mut ops = Vec::new();
+    while !rest.is_empty() && ops.len() < CONN_OPS_MAX {
+        let op = take_u8(&mut rest);
+        let op = match op % 11 {
+            0 | 1 => {
+                let lo = take_u8(&mut rest);
+                let hi = take_u8(&mut rest);
+                let n = usize::from(u16::from_le_bytes([lo, hi])).min(rest.len());
+                let (bytes, tail) = rest.split_at(n);
+                rest = tail;
+                if op % 11 == 0 {
+                    ConnOp::ClientBytes(bytes.to_vec())
+                } else {
+                    ConnOp::ServerBytes(bytes.to_vec())
+                }
+            }
+            2 => ConnOp::ClientEof,
+            3 => ConnOp::ServerEof,
+            4 => ConnOp::ServerConnected,
+            5 => ConnOp::ServerConnectFailed,
+            k @ 6..=8 => {
+                let lo = take_u8(&mut rest);
+                let hi = take_u8(&mut rest);
+                let v = u16::from_le_bytes([lo, hi]);
+                match k {
+                    6 => ConnOp::Advance(v),
+                    7 => ConnOp::WriteClient(v),
+                    _ => ConnOp::WriteServer(v),
+                }
+            }
+            9 => ConnOp::ServerCanned(take_u8(&mut rest)),
+            _ => ConnOp::ClientCanned(take_u8(&mut rest)),
+        };
+        ops.push(op);
+    }
+    (usize::from(sel) % n_cfg, ops)
+}
+
+/// Inverse of `decode_conn_ops` (for seeds and regression tests). Byte
+/// payloads longer than 65 535 are cut.
+pub fn encode_conn_ops(config: usize, ops: &[ConnOp]) -> Vec<u8> {
+    let mut out = vec![u8::try_from(config).unwrap_or(0)];
+    let u16le = |out: &mut Vec<u8>, op: u8, v: u16| {
+        out.push(op);
+        out.extend_from_slice(&v.to_le_bytes());
+    };
+    for op in ops {
+        match op {
+            ConnOp::ClientBytes(b) | ConnOp::ServerBytes(b) => {
+                let n = u16::try_from(b.len()).unwrap_or(u16::MAX);
+                let code = if matches!(op, ConnOp::ClientBytes(_)) {
+                    0
+                } else {
+                    1
+                };
+                u16le(&mut out, code, n);
+                out.extend_from_slice(&b[..usize::from(n)]);
+            }
+            ConnOp::ClientEof => out.push(2),
+            ConnOp::ServerEof => out.push(3),
+            ConnOp::ServerConnected => out.push(4),
+            ConnOp::ServerConnectFailed => out.push(5),
+            ConnOp::Advance(v) => u16le(&mut out, 6, *v),
+            ConnOp::WriteClient(v) => u16le(&mut out, 7, *v),
+            ConnOp::WriteServer(v) => u16le(&mut out, 8, *v),
+            ConnOp::ServerCanned(i) => out.extend_from_slice(&[9, *i]),
+            ConnOp::ClientCanned(i) => out.extend_from_slice(&[10, *i]),
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upstream {
+    None,
+    Connecting,
+    Connected,
+}
+
+/// The emulated reactor around one `Session` (see `conn_ops_oracle`).
+struct ConnHarness {
+    cfg: std::sync::Arc<crate::conn::SessionConfig>,
+    s: crate::conn::Session,
+    pool: crate::buf::BufPool,
+    now: std::time::Instant,
+    upstream: Upstream,
+    client_in: std::collections::VecDeque<u8>,
+    /// The client half-closed (`ClientEof`); no more client bytes arrive.
+    client_eof: bool,
+    /// The session was told about the client's EOF.
+    client_eof_seen: bool,
+    server_in: std::collections::VecDeque<u8>,
+    /// The server half-closed (`ServerEof`); the socket stays writable.
+    server_eof: bool,
+    server_eof_seen: bool,
+    /// `Action::SessionStarted` has been polled.
+    started: bool,
+    /// Every byte written toward the server before `started`.
+    pre_start: Vec<u8>,
+    /// Every byte the session read from the server before `started`.
+    server_fed: Vec<u8>,
+    /// Output lengths when `closed()` first became `Some`.
+    closed_out: Option<(usize, usize)>,
+}
+
+fn out_len((a, b): (&[u8], &[u8])) -> usize {
+    a.len() + b.len()
+}
+
+impl ConnHarness {
+    fn new(cfg: crate::conn::SessionConfig) -> Self {
+        let cfg = std::sync::Arc::new(cfg);
+        let now = std::time::Instant::now();
+        ConnHarness {
+            s: crate::conn::Session::new(cfg.clone(), now),
+            cfg,
+            pool: crate::buf::BufPool::new(4),
+            now,
+            upstream: Upstream::None,
+            client_in: Default::default(),
+            client_eof: false,
+            client_eof_seen: false,
+            server_in: Default::default(),
+            server_eof: false,
+            server_eof_seen: false,
+            started: false,
+            pre_start: Vec::new(),
+            server_fed: Vec::new(),
+            closed_out: None,
+        }
+    }
+
+    fn poll_actions(&mut self) {
+        use crate::conn::Action;
+        while let Some(a) = self.s.poll_action() {
+            assert!(self.closed_out.is_none(), "action {a:?} after close");
+            match a {
+                Action::ConnectUpstream => {
+                    assert_eq!(self.upstream, Upstream::None, "second upstream connect");
+                    assert!(
+                        self.s.server_connecting(),
+                        "connect asked but not connecting"
+                    );
+                    self.upstream = Upstream::Connecting;
+                }
+                Action::SessionStarted => {
+                    assert!(!self.started, "SessionStarted twice");
+                    self.started = true;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, op: &ConnOp, canned_c: &[Vec<u8>], canned_s: &[Vec<u8>]) {
+        let pick = |t: &[Vec<u8>], i: u8| t[usize::from(i) % t.len()].clone();
+        match op {
+            ConnOp::ClientBytes(b) if !self.client_eof => self.client_in.extend(b),
+            ConnOp::ClientCanned(i) if !self.client_eof => {
+                self.client_in.extend(pick(canned_c, *i))
+            }
+            ConnOp::ServerBytes(b) if !self.server_eof => self.server_in.extend(b),
+            ConnOp::ServerCanned(i) if !self.server_eof => {
+                self.server_in.extend(pick(canned_s, *i))
+            }
+            ConnOp::ClientBytes(_) | ConnOp::ClientCanned(_) => {}
+            ConnOp::ServerBytes(_) | ConnOp::ServerCanned(_) => {}
+            ConnOp::ClientEof => self.client_eof = true,
+            ConnOp::ServerEof => self.server_eof = true,
+            ConnOp::ServerConnected => {
+                if self.upstream == Upstream::Connecting && self.s.server_connecting() {
+                    self.upstream = Upstream::Connected;
+                    self.s.handle_server_connected(self.now);
+                }
+            }
+            ConnOp::ServerConnectFailed => {
+                if self.upstream == Upstream::Connecting && self.s.server_connecting() {
+                    self.upstream = Upstream::None;
+                    self.s.handle_server_connect_failed(
+                        "Connection refused (os error 111)",
+                        self.now,
+                    );
+                }
+            }
+            ConnOp::Advance(ms) => {
+                self.now += std::time::Duration::from_millis(u64::from(*ms));
+            }
+            ConnOp::WriteClient(n) => {
+                let (a, b) = self.s.client_output();
+                let total = a.len() + b.len();
+                if total > 0 {
+                    let k = if *n == 0 {
+                        total
+                    } else {
+                        usize::from(*n).min(total)
+                    };
+                    self.s.handle_client_written(k, &mut self.pool, self.now);
+                }
+            }
+            ConnOp::WriteServer(n) => {
+                if self.upstream == Upstream::Connected {
+                    let (a, b) = self.s.server_output();
+                    let total = a.len() + b.len();
+                    if total > 0 {
+                        let k = if *n == 0 {
+                            total
+                        } else {
+                            usize::from(*n).min(total)
+                        };
+                        if !self.started {
+                            let take_a = k.min(a.len());
+                            self.pre_start.extend_from_slice(&a[..take_a]);
+                            self.pre_start.extend_from_slice(&b[..k - take_a]);
+                        }
+                        self.s.handle_server_written(k, &mut self.pool, self.now);
+                        if !self.started {
+                            self.check_pre_start();
+                        }
+                    }
+                }
+            }
+        }
+        self.poll_actions();
+    }
+
+    /// The reactor's drive loop: reads while wanted, timeouts when due.
+    fn drive(&mut self) {
+        for _ in 0..CONN_DRIVE_BUDGET {
+            self.poll_actions();
+            if self.s.closed().is_some() {
+                return;
+            }
+            let mut progress = false;
+            if self.s.wants_client_read() {
+                if !self.client_in.is_empty() {
+                    let buf = self.s.client_read_buf(&mut self.pool);
+                    let n = buf.len().min(self.client_in.len());
+                    for (d, s) in buf.iter_mut().zip(self.client_in.drain(..n)) {
+                        *d = s;
+                    }
+                    if n > 0 {
+                        self.s.handle_client_read(n, self.now);
+                        progress = true;
+                    }
+                } else if self.client_eof && !self.client_eof_seen {
+                    // delivered once, like the reactor's `ready.read = false`
+                    let _ = self.s.client_read_buf(&mut self.pool);
+                    self.s.handle_client_eof(self.now);
+                    self.client_eof_seen = true;
+                    progress = true;
+                }
+                self.poll_actions();
+            }
+            if self.upstream == Upstream::Connected
+                && !self.s.server_connecting()
+                && self.s.wants_server_read()
+            {
+                if !self.server_in.is_empty() {
+                    let buf = self.s.server_read_buf(&mut self.pool);
+                    let n = buf.len().min(self.server_in.len());
+                    let mut fed = Vec::with_capacity(n);
+                    for (d, s) in buf.iter_mut().zip(self.server_in.drain(..n)) {
+                        *d = s;
+                        fed.push(s);
+                    }
+                    if n > 0 {
+                        if !self.started {
+                            self.server_fed.extend_from_slice(&fed);
+                        }
+                        self.s.handle_server_read(n, self.now);
+                        progress = true;
+                    }
+                } else if self.server_eof && !self.server_eof_seen {
+                    let _ = self.s.server_read_buf(&mut self.pool);
+                    self.s.handle_server_eof(self.now);
+                    self.server_eof_seen = true;
+                    progress = true;
+                }
+                self.poll_actions();
+            }
+            if self.s.closed().is_none() && self.s.next_deadline().is_some_and(|d| d <= self.now) {
+                self.s.handle_timeout(self.now);
+                progress = true;
+                self.poll_actions();
+            }
+            if !progress {
+                self.s.release_idle_buffers(&mut self.pool);
+                return;
+            }
+        }
+    }
+
+    fn check(&mut self) {
+        let c_out = out_len(self.s.client_output());
+        let s_out = out_len(self.s.server_output());
+        assert!(c_out <= CONN_OUTPUT_MAX, "client output {c_out} bytes");
+        assert!(s_out <= CONN_OUTPUT_MAX, "server output {s_out} bytes");
+        if self.upstream != Upstream::Connected && self.s.closed().is_none() {
+            assert_eq!(s_out, 0, "output for a server that is not connected");
+        }
+        if self.s.closed().is_some() {
+            match self.closed_out {
+                None => self.closed_out = Some((c_out, s_out)),
+                Some((c0, s0)) => {
+                    assert!(c_out <= c0 && s_out <= s0, "output grew after close");
+                }
+            }
+        } else {
+            assert!(self.closed_out.is_none(), "session reopened");
+            if !self.started && self.s.phase_name() != "cancel" {
+                assert!(
+                    self.s.next_deadline().is_some(),
+                    "handshake phase {} without a deadline",
+                    self.s.phase_name()
+                );
+            }
+        }
+    }
+
+    /// Everything written to the server before `SessionStarted`: one startup
+    /// family packet (a CancelRequest, or a StartupMessage whose user is the
+    /// rewritten role), then only `p` (at most one per server challenge) and
+    /// the proxy's P/B/E/S batch (only after AuthenticationOk and a `Z`).
+    fn check_pre_start(&self) {
+        use crate::protocol::{CANCEL_REQUEST_CODE, frame};
+        let data = &self.pre_start;
+        let Some(len) = data.get(..4) else { return };
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        let len = usize::try_from(len).unwrap_or(0);
+        assert!(
+            (8..=10_000).contains(&len),
+            "first server message length {len}"
+        );
+        let Some(first) = data.get(..len) else { return };
+        let code = i32::from_be_bytes([first[4], first[5], first[6], first[7]]);
+        if code == CANCEL_REQUEST_CODE {
+            assert_eq!(data.len(), len, "bytes after a forwarded CancelRequest");
+            return;
+        }
+        assert!(
+            frame::is_protocol_3(code),
+            "first server message code {code}"
+        );
+        match frontend::decode_startup(&first[4..]) {
+            Ok(StartupPacket::Startup(s)) => {
+                let user = s.get(b"user").unwrap_or(b"");
+                assert!(!user.is_empty(), "startup forwarded without a user");
+                let sep = self.cfg.tenant_separator.as_bytes();
+                assert!(
+                    !user.windows(sep.len()).any(|w| w == sep),
+                    "client startup forwarded verbatim before the context is set: user {:?}",
+                    String::from_utf8_lossy(user)
+                );
+                // The role may equal a bypass name ("postgres.acme" logs in as
+                // postgres): the context batch's role check refuses it later.
+            }
+            other => panic!("first server message is not a startup: {other:?}"),
+        }
+        // server → proxy: count challenges, AuthenticationOk, ReadyForQuery
+        let (mut challenges, mut auth_ok, mut rfq) = (0usize, false, false);
+        for (t, body) in tagged_frames(&self.server_fed) {
+            match (t, body.get(..4)) {
+                (tag::AUTHENTICATION, Some(c)) => {
+                    match i32::from_be_bytes([c[0], c[1], c[2], c[3]]) {
+                        0 => auth_ok = true,
+                        3 | 5 | 10 | 11 => challenges += 1,
+                        _ => {}
+                    }
+                }
+                (tag::READY_FOR_QUERY, _) => rfq = true,
+                _ => {}
+            }
+        }
+        let mut answers = 0usize;
+        let mut batch = false;
+        for (t, _) in tagged_frames(&data[len..]) {
+            match t {
+                tag::PASSWORD_MESSAGE => {
+                    assert!(!batch, "password message after the context batch");
+                    answers += 1;
+                    assert!(
+                        answers <= challenges,
+                        "{answers} auth responses for {challenges} server challenges"
+                    );
+                }
+                tag::PARSE | tag::BIND | tag::EXECUTE | tag::SYNC => {
+                    assert!(
+                        auth_ok && rfq,
+                        "context batch before AuthenticationOk and Z"
+                    );
+                    batch = true;
+                }
+                other => panic!(
+                    "message {} reached the server before the context was set",
+                    crate::protocol::TagDisplay(other)
+                ),
+            }
+        }
+    }
+}
+
+/// Complete tagged frames at the start of `data` (stops at the first
+/// incomplete or invalid one). Independent of `protocol::frame`.
+fn tagged_frames(mut data: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    while let [t, a, b, c, d, rest @ ..] = data {
+        let Ok(len) = usize::try_from(i32::from_be_bytes([*a, *b, *c, *d])) else {
+            break;
+        };
+        if len < 4 || rest.len() < len - 4 {
+            break;
+        }
+        let (body, tail) = rest.split_at(len - 4);
+        out.push((*t, body));
+        data = tail;
+    }
+    out
+}
+
+/// The stateful target: decodes `data` into a config choice and a sequence
+/// of reactor events (`decode_conn_ops`) and drives one `Session` the way
+/// `reactor::worker::drive` does, with a fake clock. Asserts:
+/// - no panic, and the session never asks for a second upstream;
+/// - before `SessionStarted`, every byte written to the server is the
+///   rewritten startup (user without the tenant separator, never a bypass
+///   or verbatim client startup) or a CancelRequest, then only `p` messages
+///   (no more than the server's challenges) and the proxy's P/B/E/S batch
+///   (only after AuthenticationOk and ReadyForQuery); no `Q` or other
+///   client message;
+/// - nothing is offered to a server socket that is not connected;
+/// - outputs stay below `CONN_OUTPUT_MAX`;
+/// - once `closed()` is `Some`, no action is produced and output never grows;
+/// - a live session that has not started has a deadline (except while a
+///   CancelRequest is being written).
+pub fn conn_ops_oracle(data: &[u8]) {
+    conn_ops_run(data);
+}
+
+/// How a `conn_ops` run ended (lets tests check that seeds reach deep states).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnRunSummary {
+    /// `Action::SessionStarted` was seen.
+    pub started: bool,
+    /// The close reason, if the session closed.
+    pub closed: Option<crate::conn::CloseReason>,
+    /// Bytes written to the server before the session started.
+    pub pre_start_bytes: usize,
+}
+
+/// `conn_ops_oracle`, returning a summary of the run.
+pub fn conn_ops_run(data: &[u8]) -> ConnRunSummary {
+    let (sel, ops) = decode_conn_ops(data);
+    let cfg = conn_ops_configs().swap_remove(sel);
+    let canned_c = canned_client();
+    let canned_s = canned_server();
+    let mut h = ConnHarness::new(cfg);
+    h.drive();
+    h.check();
+    for op in &ops {
+        if h.s.closed().is_some() {
+            break;
+        }
+        h.apply(op, &canned_c, &canned_s);
+        h.check();
+        h.drive();
+        h.check();
+    }
+    // after close the reactor drops the session: give the buffers back
+    if h.s.closed().is_some() {
+        h.s.release_all_buffers(&mut h.pool);
+        h.check();
+    }
+    ConnRunSummary {
+        started: h.started,
+        closed: h.s.closed().map(|c| c.0),
+        pre_start_bytes: h.pre_start.len(),
+    }
+}
+
+/// Small seed inputs per target (name, bytes), made from real messages.
+/// Written to `fuzz/seeds/<target>/` by the ignored test `write_seeds`.
+pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    use crate::protocol::{PROTOCOL_3_0, PROTOCOL_3_2};
+    use ConnOp::*;
+    let mut v: Vec<(&'static str, &'static str, Vec<u8>)> = Vec::new();
+    let c = canned_client();
+    let s = canned_server();
+    let psql = psql_startup(b"app_user.acme", PROTOCOL_3_0);
+    let ssl = c[2].clone();
+    let err = s[10].clone();
+    for (name, m) in [
+        ("psql-startup", psql.clone()),
+        (
+            "psql-startup-3.2",
+            psql_startup(b"app_user.acme:alice", PROTOCOL_3_2),
+        ),
+        ("ssl-request", ssl.clone()),
+        ("gssenc-request", c[3].clone()),
+        ("cancel-request", c[4].clone()),
+        ("password", c[5].clone()),
+        ("sasl-initial-response", c[6].clone()),
+        ("sasl-response", c[7].clone()),
+        ("query", c[8].clone()),
+        ("extended-query", c[11].clone()),
+        ("error-response", err.clone()),
+        ("auth-sasl", s[3].clone()),
+        ("sasl-continue", s[4].clone()),
+        ("data-row", s[13].clone()),
+    ] {
+        v.push(("frame", name, m));
+    }
+    v.push(("startup", "psql-startup", psql.clone()));
+    v.push(("startup", "bypass-startup", c[1].clone()));
+    v.push(("startup", "ssl-request", ssl.clone()));
+    v.push(("startup", "cancel-request", c[4].clone()));
+    let login: Vec<u8> = [&s[3][..], &s[4], &s[5], &s[0], &s[6], &s[7], &s[8]].concat();
+    v.push(("backend", "scram-login", login.clone()));
+    v.push(("backend", "injection-answers", injection_answers()));
+    v.push(("backend", "error-response", err.clone()));
+    v.push((
+        "backend",
+        "md5-then-notice",
+        [&s[2][..], &s[11], &s[12]].concat(),
+    ));
+    v.push((
+        "config",
+        "example-conf",
+        b"# pgvpd example\nport = 6432\nlisten_host = 0.0.0.0\nupstream_host = db.internal\n\
+          upstream_port = 5432\ntenant_separator = .\n\
+          context_variables = app.current_tenant_id, app.current_user_id\nvalue_separator = :\n\
+          superuser_bypass = postgres, admin\nhandshake_timeout = 10\n\
+          tenant_deny = 'evil' # comment\nset_role = \"app_rls\"\nworkers = 2\n"
+            .to_vec(),
+    ));
+    v.push(("config", "empty", Vec::new()));
+    v.push((
+        "config",
+        "pool",
+        b"pool_mode = session\npool_size = 5\npool_password = s3cret\nupstream_password = 'x#y'\n"
+            .to_vec(),
+    ));
+    v.push((
+        "ring_ops",
+        "fill-wrap-drain",
+        vec![16, 1, 12, 2, 8, 1, 10, 5, 0, 3, 9, 2, 20, 0, 16, 4, 0],
+    ));
+    v.push((
+        "ring_ops",
+        "push-peek",
+        vec![7, 0, 5, 3, 3, 2, 4, 0, 6, 3, 7, 5, 0, 6, 0],
+    ));
+    // conn_ops: whole sessions, written as op sequences
+    let wall = |ops: &[ConnOp]| -> Vec<ConnOp> { ops.to_vec() };
+    let scram_session = wall(&[
+        ClientBytes(ssl.clone()),
+        WriteClient(0),
+        ClientBytes(psql.clone()),
+        ServerConnected,
+        WriteServer(0),
+        ServerCanned(3),
+        WriteClient(0),
+        ClientCanned(6),
+        WriteServer(0),
+        ServerCanned(4),
+        WriteClient(0),
+        ClientCanned(7),
+        WriteServer(0),
+        ServerCanned(5),
+        ServerCanned(0),
+        ServerCanned(6),
+        ServerCanned(7),
+        ServerCanned(8),
+        WriteClient(0),
+        WriteServer(0),
+        ServerCanned(9),
+        WriteClient(0),
+        ClientCanned(8),
+        WriteServer(0),
+        ServerBytes(
+            b"T\0\0\0\x21\0\x01?column?\0\0\0\0\0\0\0\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0".to_vec(),
+        ),
+        ServerCanned(18),
+        WriteClient(100),
+        WriteClient(0),
+        WriteClient(0),
+        ClientCanned(9),
+        WriteServer(0),
+        ServerEof,
+    ]);
+    v.push((
+        "conn_ops",
+        "scram-session",
+        encode_conn_ops(0, &scram_session),
+    ));
+    let md5_session = wall(&[
+        ClientCanned(10),
+        ServerConnected,
+        WriteServer(0),
+        ServerCanned(2),
+        WriteClient(0),
+        ClientCanned(5),
+        WriteServer(0),
+        ServerCanned(0),
+        ServerCanned(8),
+        WriteServer(0),
+        ServerCanned(9),
+        WriteClient(0),
+        ClientCanned(11),
+        WriteServer(0),
+        ClientEof,
+    ]);
+    v.push((
+        "conn_ops",
+        "md5-two-values",
+        encode_conn_ops(1, &md5_session),
+    ));
+    v.push((
+        "conn_ops",
+        "bypass",
+        encode_conn_ops(
+            0,
+            &[
+                ClientCanned(1),
+                ServerConnected,
+                WriteServer(0),
+                ServerCanned(0),
+                WriteClient(0),
+            ],
+        ),
+    ));
+    v.push((
+        "conn_ops",
+        "cancel",
+        encode_conn_ops(
+            0,
+            &[
+                ClientCanned(4),
+                ServerConnected,
+                WriteServer(3),
+                WriteServer(0),
+            ],
+        ),
+    ));
+    v.push((
+        "conn_ops",
+        "auth-error",
+        encode_conn_ops(
+            0,
+            &[
+                ClientBytes(psql),
+                ServerConnected,
+                WriteServer(0),
+                ServerBytes(err),
+                WriteClient(0),
+            ],
+        ),
+    ));
+    let short = msg(|o| encode::startup_message(o, PROTOCOL_3_0, &[(b"user", b"u.acme")]));
+    v.push((
+        "conn_ops",
+        "small-limits-cleartext",
+        encode_conn_ops(
+            2,
+            &[
+                ClientBytes(short),
+                ServerConnected,
+                WriteServer(0),
+                ServerCanned(1),
+                WriteClient(0),
+                ClientCanned(5),
+                WriteServer(0),
+                ServerCanned(0),
+                ServerCanned(8),
+                WriteServer(0),
+                ServerCanned(9),
+                WriteClient(0),
+            ],
+        ),
+    ));
+    v.push((
+        "conn_ops",
+        "connect-timeout",
+        encode_conn_ops(
+            0,
+            &[
+                ClientCanned(0),
+                Advance(6000),
+                WriteClient(0),
+                Advance(5000),
+            ],
+        ),
+    ));
+    v.push((
+        "conn_ops",
+        "handshake-timeout",
+        encode_conn_ops(
+            0,
+            &[
+                ClientCanned(0),
+                ServerConnected,
+                WriteServer(0),
+                Advance(20000),
+                Advance(11000),
+                WriteClient(0),
+            ],
+        ),
+    ));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,5 +1517,101 @@ mod tests {
             });
             assert!(r.is_ok(), "seed {seed:#x} round {round} input {m:?}");
         }
+    }
+
+    #[test]
+    fn canned_messages_frame_whole() {
+        let lim = Limits::default();
+        for m in canned_server() {
+            let mut off = 0;
+            while off < m.len() {
+                let f = frame::parse_frame(&m[off..], FramePhase::Server, &lim)
+                    .or_else(|_| frame::parse_frame(&m[off..], FramePhase::ServerAuth, &lim))
+                    .unwrap()
+                    .unwrap();
+                off += f.wire_len;
+            }
+            assert_eq!(off, m.len());
+        }
+        for (i, m) in canned_client().iter().enumerate() {
+            let phase = if [0, 1, 2, 3, 4, 10].contains(&i) {
+                FramePhase::Startup
+            } else {
+                FramePhase::Client
+            };
+            let mut off = 0;
+            while off < m.len() {
+                let f = frame::parse_frame(&m[off..], phase, &lim).unwrap().unwrap();
+                off += f.wire_len;
+            }
+            assert_eq!(off, m.len(), "client message {i}");
+        }
+    }
+
+    #[test]
+    fn conn_ops_encoding_round_trips() {
+        for (target, name, data) in seed_corpus() {
+            if target == "conn_ops" {
+                let (sel, ops) = decode_conn_ops(&data);
+                assert_eq!(encode_conn_ops(sel, &ops), data, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn conn_ops_seeds_reach_their_states() {
+        use crate::conn::CloseReason;
+        let want: &[(&str, bool, Option<CloseReason>)] = &[
+            ("scram-session", true, Some(CloseReason::ServerEof)),
+            ("md5-two-values", true, Some(CloseReason::ClientEof)),
+            ("bypass", true, None),
+            ("cancel", false, Some(CloseReason::CancelForwarded)),
+            ("auth-error", false, Some(CloseReason::AuthFailed)),
+            ("small-limits-cleartext", true, None),
+            (
+                "handshake-timeout",
+                false,
+                Some(CloseReason::HandshakeTimeout),
+            ),
+            ("connect-timeout", false, Some(CloseReason::ConnectTimeout)),
+        ];
+        let seeds = seed_corpus();
+        for (name, started, closed) in want {
+            let (_, _, data) = seeds
+                .iter()
+                .find(|(t, n, _)| *t == "conn_ops" && n == name)
+                .unwrap();
+            let r = conn_ops_run(data);
+            assert_eq!((r.started, r.closed), (*started, *closed), "{name}: {r:?}");
+        }
+    }
+
+    /// Finding (not fixed here): `Session::finish` leaves `to_server` /
+    /// `to_client` filled, so `server_output()` / `client_output()` still
+    /// offer bytes after `closed()` is `Some`. `reactor::worker::drive` checks
+    /// `closed()` only at the top of its loop, so a close inside the read
+    /// steps is followed by the write steps of the same iteration.
+    #[test]
+    #[ignore = "finding: output offered after close (see doc comment)"]
+    fn closed_session_offers_no_output() {
+        use crate::buf::BufPool;
+        use crate::conn::{Action, Session};
+        use std::sync::Arc;
+        let now = std::time::Instant::now();
+        let mut pool = BufPool::new(1);
+        let mut s = Session::new(Arc::new(conn_ops_configs().swap_remove(0)), now);
+        let startup = psql_startup(b"app_user.acme", crate::protocol::PROTOCOL_3_0);
+        let buf = s.client_read_buf(&mut pool);
+        buf[..startup.len()].copy_from_slice(&startup);
+        s.handle_client_read(startup.len(), now);
+        assert_eq!(s.poll_action(), Some(Action::ConnectUpstream));
+        s.handle_client_eof(now);
+        assert!(s.closed().is_some());
+        assert_eq!(
+            s.server_output(),
+            (&[][..], &[][..]),
+            "stale startup offered"
+        );
+        assert_eq!(s.client_output(), (&[][..], &[][..]));
     }
 }
