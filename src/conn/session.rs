@@ -387,7 +387,11 @@ impl Session {
                 self.action = Some(Action::SessionStarted);
                 Phase::Transparent
             }
-            Phase::CancelConnecting => Phase::CancelSending,
+            Phase::CancelConnecting => {
+                // The 16..=264 bytes must leave within the drain bound too.
+                self.timers.set(TimerKind::Drain, after(now, DRAIN_TIMEOUT));
+                Phase::CancelSending
+            }
             other => other,
         };
         self.process(now);
@@ -524,6 +528,10 @@ impl Session {
             self.close = Some((reason, detail));
             self.phase = Phase::Closed;
             self.timers = TimerTable::default();
+            // A closed session offers nothing more to either peer.
+            self.to_client = Vec::new();
+            self.to_server = Vec::new();
+            self.action = None;
         }
     }
 
