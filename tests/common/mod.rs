@@ -31,3 +31,5 @@ pub use raw::{
 };
 pub use runner::Ctx;
 pub use util::{XorShift, free_port, isolate_children, repo_root, tail};
+// Process helpers the bench uses to run PgBouncer next to the cluster.
+pub(crate) use util::{clock_ticks, is_root, postgres_ids, send_signal, wait_bounded};
