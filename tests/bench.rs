@@ -165,9 +165,13 @@ fn run(secs: u32) -> usize {
     });
 
     println!("== pgbench: {} rows x 3 targets, -T {secs}", specs.len());
-    for spec in &specs {
-        let mut results = Vec::new();
-        for t in &targets {
+    for (i, spec) in specs.iter().enumerate() {
+        // Direct first, then the two proxies in alternating order, so drift on
+        // a busy machine does not always land on the same proxy.
+        let order: [usize; 3] = if i % 2 == 0 { [0, 1, 2] } else { [0, 2, 1] };
+        let mut slots: Vec<Option<_>> = (0..targets.len()).map(|_| None).collect();
+        for &k in &order {
+            let t = &targets[k];
             let r = run_pgbench(t, spec, secs);
             println!(
                 "   {:<24} {:<8} -c {:<2} {:<9} {}",
@@ -181,8 +185,9 @@ fn run(secs: u32) -> usize {
                 failures += 1;
                 eprintln!("      FAILED: {e}");
             }
-            results.push(r);
+            slots[k] = Some(r);
         }
+        let results: Vec<_> = slots.into_iter().flatten().collect();
         rows.push(Row {
             spec: spec.clone(),
             results,

@@ -60,6 +60,8 @@ const CASES: &[Case] = &[
         fd_exhaustion_pauses_accepting,
     ),
     ("passwords_never_logged", passwords_never_logged),
+    ("two_workers", two_workers),
+    ("cli_config_errors_and_check", cli_config_errors_and_check),
     ("sql_kit_direct", sql_kit_direct),
     ("setup_sql_idempotent", setup_sql_idempotent),
 ];
@@ -911,6 +913,108 @@ fn passwords_never_logged(ctx: &Ctx) {
     for pw in [APP_PASSWORD, MD5_PASSWORD, PW_PASSWORD, bad] {
         assert!(!log.contains(pw), "password {pw:?} found in the log");
     }
+}
+
+/// `workers = 2`: each session stays on the worker that accepted it, every
+/// session gets its own context, and `max_client_conn` holds across workers.
+fn two_workers(ctx: &Ctx) {
+    let p = ctx.proxy("workers = 2\nmax_client_conn = 40");
+    let threads: Vec<_> = (0..8)
+        .map(|w| {
+            let port = p.port;
+            std::thread::spawn(move || {
+                let mut conns: Vec<(usize, RawConn)> = (0..4)
+                    .map(|i| {
+                        let n = w * 4 + i;
+                        let c = RawConn::login(port, &format!("trust_user.w{n}"), DB, None)
+                            .unwrap_or_else(|e| panic!("login {n}: {e:?}"));
+                        (n, c)
+                    })
+                    .collect();
+                for _ in 0..20 {
+                    for (n, c) in conns.iter_mut() {
+                        let v = c.query_one("SELECT current_setting('app.current_tenant_id')");
+                        assert_eq!(v.as_deref(), Some(format!("w{n}").as_str()));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    // max_client_conn = 40 across both workers: the 41st concurrent client is refused.
+    let mut held: Vec<RawConn> = (0..40)
+        .map(|i| RawConn::login(p.port, &format!("trust_user.m{i}"), DB, None).expect("login"))
+        .collect();
+    match RawConn::login(p.port, "trust_user.over", DB, None) {
+        Err(e) => assert_eq!(e.code, "53300", "{e:?}"),
+        Ok(_) => panic!("41st client admitted with max_client_conn = 40"),
+    }
+    held.truncate(0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(RawConn::login(p.port, "trust_user.again", DB, None).is_ok());
+    let log = p.log();
+    assert!(log.contains("workers=2"), "{}", p.log_tail(5));
+    p.assert_alive();
+}
+
+/// The binary's command line: strict config errors name file, line and key;
+/// `--check-config` prints the effective config with secrets redacted.
+fn cli_config_errors_and_check(ctx: &Ctx) {
+    let bin = common::proxy_binary();
+    let dir = ctx.cluster.subdir("cli");
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .current_dir(&dir)
+            .env_remove("PGVPD_PORT")
+            .output()
+            .expect("run pgvpd")
+    };
+    let good = dir.join("good.conf");
+    std::fs::write(
+        &good,
+        "port = 7432   # trailing comment\nupstream_password = 's3cret-pw'\n",
+    )
+    .unwrap();
+    let out = run(&["--config", good.to_str().unwrap(), "--check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("port = 7432"), "{stdout}");
+    assert!(stdout.contains("upstream_password = ********"), "{stdout}");
+    assert!(!stdout.contains("s3cret-pw"), "secret printed: {stdout}");
+
+    let bad = dir.join("bad.conf");
+    std::fs::write(&bad, "# comment\nlisten_host = 127.0.0.1\nport = abc\n").unwrap();
+    let out = run(&["--config", bad.to_str().unwrap(), "--check-config"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("bad.conf:3") && stderr.contains("port"),
+        "{stderr}"
+    );
+
+    let unknown = dir.join("unknown.conf");
+    std::fs::write(&unknown, "prot = 6432\n").unwrap();
+    let out = run(&["--config", unknown.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(":1") && stderr.contains("prot"), "{stderr}");
+
+    let out = run(&["--config", "/nonexistent/pgvpd.conf"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pgvpd.conf"));
+
+    let out = run(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pgvpd "));
+    let out = run(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && help.contains("--check-config") && help.contains("PGVPD_PORT"),
+        "{help}"
+    );
 }
 
 /// The SQL kit straight on the cluster (no proxy).
