@@ -1424,6 +1424,32 @@ pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     v
 }
 
+/// A tiny xorshift64 generator for seeded property tests (no `rand`
+/// dependency). Seeds must be non-zero; print the seed when a test fails.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A value in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next().checked_rem(n).unwrap_or(0)
+    }
+
+    /// `below` for lengths and indexes.
+    pub fn below_usize(&mut self, n: usize) -> usize {
+        usize::try_from(self.below(n as u64)).unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1463,18 +1489,6 @@ mod tests {
         push(&|o| o.extend_from_slice(b"C\0\0\0\x0dSELECT 1\0"));
         push(&|o| o.extend_from_slice(b"D\0\0\0\x0e\0\x02\0\0\0\x01x\xff\xff\xff\xff"));
         v
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
     }
 
     #[test]

@@ -193,22 +193,8 @@ impl ByteRing {
 )]
 mod tests {
     use super::*;
+    use crate::testing::XorShift;
     use std::collections::VecDeque;
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            if n == 0 { 0 } else { self.next() % n }
-        }
-    }
 
     fn contents(r: &ByteRing) -> Vec<u8> {
         let (a, b) = r.readable();

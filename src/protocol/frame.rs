@@ -752,37 +752,24 @@ mod tests {
     }
 
     /// Tiny xorshift64 generator (no dependency); the seed is printed on failure.
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::testing::XorShift;
 
     fn random_stream(rng: &mut XorShift) -> Vec<u8> {
         use crate::protocol::encode;
         let mut out = Vec::new();
-        let n = 1 + rng.below(12);
+        let n = 1 + rng.below_usize(12);
         for _ in 0..n {
-            match rng.below(6) {
+            match rng.below_usize(6) {
                 0 => {
-                    let sql = vec![b'a'; rng.below(200)];
+                    let sql = vec![b'a'; rng.below_usize(200)];
                     encode::query(&mut out, &sql).unwrap();
                 }
                 1 => encode::sync(&mut out),
                 2 => {
-                    let p = vec![b'1'; rng.below(40)];
+                    let p = vec![b'1'; rng.below_usize(40)];
                     encode::bind_text(&mut out, b"", b"s1", &[Some(&p), None]).unwrap();
                 }
-                3 => encode::execute(&mut out, b"", rng.below(100) as i32).unwrap(),
+                3 => encode::execute(&mut out, b"", rng.below_usize(100) as i32).unwrap(),
                 4 => encode::parse(&mut out, b"s1", b"select $1", &[23]).unwrap(),
                 _ => encode::flush(&mut out),
             }
@@ -827,8 +814,8 @@ mod tests {
                 assert_eq!(split, whole, "seed {seed:#x} round {round} split {k}");
             }
             // and a random multi-way split
-            let mut cuts: Vec<usize> = (0..rng.below(8))
-                .map(|_| rng.below(stream.len() + 1))
+            let mut cuts: Vec<usize> = (0..rng.below_usize(8))
+                .map(|_| rng.below_usize(stream.len() + 1))
                 .collect();
             cuts.sort_unstable();
             let mut chunks = Vec::new();
