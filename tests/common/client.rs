@@ -1,6 +1,7 @@
 //! The real PostgreSQL clients (psql, pgbench) run with a hard timeout.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,13 +39,24 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 /// inherited `PG*` variables, the given env, stdin closed, killed after `timeout`.
 pub fn run_tool(tool: &str, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> PsqlOut {
     let mut cmd = Command::new(pg_tool(tool));
+    cmd.args(args);
+    run_command(cmd, tool, env, timeout)
+}
+
+/// Runs `cmd` with no inherited `PG*` variables, the given env, stdin closed,
+/// stdout/stderr captured, killed after `timeout`.
+pub fn run_command(
+    mut cmd: Command,
+    tool: &str,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> PsqlOut {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PG") {
             cmd.env_remove(k);
         }
     }
-    cmd.args(args)
-        .envs(env.iter().copied())
+    cmd.envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -131,6 +143,85 @@ pub fn psql_env(
     run_tool(
         "psql",
         &["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        &env,
+        TOOL_TIMEOUT,
+    )
+}
+
+/// One `key='value'` pair of a libpq connection string (quotes and
+/// backslashes escaped).
+pub fn conninfo_kv(key: &str, value: &str) -> String {
+    format!(
+        "{key}='{}'",
+        value.replace('\\', "\\\\").replace('\'', "\\'")
+    )
+}
+
+/// A libpq connection string for 127.0.0.1:`port` with `host=localhost`
+/// (the name verify-full checks) and `hostaddr=127.0.0.1` (where it connects),
+/// `sslmode`, optional `sslrootcert`, `gssencmode=disable`, `connect_timeout=10`,
+/// then `extra` (more `key=value` pairs, e.g. `"channel_binding=require"`).
+pub fn tls_conninfo(
+    port: u16,
+    user: &str,
+    db: &str,
+    sslmode: &str,
+    sslrootcert: Option<&Path>,
+    extra: &str,
+) -> String {
+    let mut parts = vec![
+        "host=localhost".to_string(),
+        "hostaddr=127.0.0.1".to_string(),
+        format!("port={port}"),
+        conninfo_kv("user", user),
+        conninfo_kv("dbname", db),
+        conninfo_kv("sslmode", sslmode),
+        "gssencmode=disable".to_string(),
+        "connect_timeout=10".to_string(),
+    ];
+    if let Some(ca) = sslrootcert {
+        parts.push(conninfo_kv("sslrootcert", &ca.to_string_lossy()));
+    }
+    if !extra.trim().is_empty() {
+        parts.push(extra.trim().to_string());
+    }
+    parts.join(" ")
+}
+
+/// `psql -X -A -t -v ON_ERROR_STOP=1 -c SQL` with a connection string (see
+/// [`tls_conninfo`]): `sslmode` as libpq spells it (`disable`, `require`,
+/// `verify-ca`, `verify-full`, …), `sslrootcert` the CA file to trust,
+/// `extra_conninfo` more `key=value` pairs. The password goes in `PGPASSWORD`.
+/// `sql` may be a single backslash command such as `\conninfo`.
+#[allow(clippy::too_many_arguments)]
+pub fn psql_tls(
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    db: &str,
+    sql: &str,
+    sslmode: &str,
+    sslrootcert: Option<&Path>,
+    extra_conninfo: &str,
+) -> PsqlOut {
+    let conninfo = tls_conninfo(port, user, db, sslmode, sslrootcert, extra_conninfo);
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    if let Some(pw) = password {
+        env.push(("PGPASSWORD", pw));
+    }
+    run_tool(
+        "psql",
+        &[
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &conninfo,
+            "-c",
+            sql,
+        ],
         &env,
         TOOL_TIMEOUT,
     )

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::pki::{CertKey, TestPki};
 use super::util::{
     apply_process_group, free_port, fresh_temp_dir, is_root, postgres_ids, send_signal, tail,
     wait_bounded,
@@ -90,7 +91,19 @@ pub fn pg_tool(name: &str) -> PathBuf {
     if p.is_file() { p } else { PathBuf::from(name) }
 }
 
+/// Server-side TLS for [`Cluster::start_tls`].
+#[derive(Clone, Debug)]
+pub enum ServerTls {
+    /// Generate a [`TestPki`] into `<cluster dir>/pki` (kept in [`Cluster::pki`])
+    /// and serve its `server` certificate (`localhost`, `127.0.0.1`).
+    TestPki,
+    /// Serve these PEM files.
+    Files(CertKey),
+}
+
 pub struct Cluster {
+    /// The test PKI when started with [`ServerTls::TestPki`].
+    pub pki: Option<TestPki>,
     /// TCP port on 127.0.0.1.
     pub port: u16,
     /// The temp dir: holds `data/`, the unix socket, logs and proxy files.
@@ -105,6 +118,18 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(opts: ClusterOpts) -> Cluster {
+        Self::start_inner(opts, None)
+    }
+
+    /// Like [`Cluster::start`] with `ssl = on`: the certificate and key are
+    /// copied into the data dir as `server.crt`/`server.key` (owned by the
+    /// server's OS user, key mode 0600) and named by `ssl_cert_file`/`ssl_key_file`.
+    /// TCP clients may then use TLS or not (the `host` pg_hba lines match both).
+    pub fn start_tls(opts: ClusterOpts, tls: ServerTls) -> Cluster {
+        Self::start_inner(opts, Some(tls))
+    }
+
+    fn start_inner(mut opts: ClusterOpts, tls: Option<ServerTls>) -> Cluster {
         let bindir = pg_bindir();
         let dir = fresh_temp_dir("pgvpd-pg");
         let ids = if is_root() {
@@ -164,6 +189,25 @@ host  all all         127.0.0.1/32 scram-sha-256
 ";
         fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
 
+        let mut pki = None;
+        if let Some(tls) = tls {
+            let files = match tls {
+                ServerTls::Files(ck) => ck,
+                ServerTls::TestPki => {
+                    let p = TestPki::generate(&dir.join("pki"));
+                    let ck = p.server.clone();
+                    pki = Some(p);
+                    ck
+                }
+            };
+            install_cert(&data, &files, "server", ids);
+            opts.extra_conf.extend([
+                "ssl = on".to_string(),
+                "ssl_cert_file = 'server.crt'".to_string(),
+                "ssl_key_file = 'server.key'".to_string(),
+            ]);
+        }
+
         // A port picked by bind(:0) can be taken by someone else before the
         // postmaster binds it: retry a few times on "could not bind".
         let mut attempt = 0;
@@ -202,6 +246,7 @@ host  all all         127.0.0.1/32 scram-sha-256
             match wait_ready(&mut child, &dir, port, Duration::from_secs(30)) {
                 Ok(()) => {
                     return Cluster {
+                        pki,
                         port,
                         dir,
                         data,
@@ -320,6 +365,53 @@ host  all all         127.0.0.1/32 scram-sha-256
         self.run_psql(cmd, &path.display().to_string())
     }
 
+    /// `ALTER SYSTEM SET name = value` (value is SQL: quote strings yourself),
+    /// `pg_reload_conf()`, then waits (≤ 10 s) until a new session's
+    /// `SHOW name` is `shown`: new backends fork from a postmaster that has
+    /// re-read the configuration (and, for ssl settings, its TLS context).
+    pub fn set_and_reload(&self, name: &str, value: &str, shown: &str) {
+        self.sql(&format!("ALTER SYSTEM SET {name} = {value}"));
+        self.sql("SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.sql(&format!("SHOW {name}"));
+            if now == shown {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is still {now:?} 10 s after reload (wanted {shown:?})\n--- postgres.log ---\n{}",
+                self.log_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Turns server TLS on or off at runtime (`ssl` is reloadable).
+    pub fn set_ssl(&self, on: bool) {
+        let v = if on { "on" } else { "off" };
+        self.set_and_reload("ssl", v, v);
+    }
+
+    /// Serves another certificate from now on: copies it into the data dir as
+    /// `NAME.crt`/`NAME.key` and points `ssl_cert_file`/`ssl_key_file` at them
+    /// (reload). `set_server_cert(&pki.server, "server")` restores the default.
+    pub fn set_server_cert(&self, files: &CertKey, name: &str) {
+        let ids = if is_root() {
+            Some(postgres_ids())
+        } else {
+            None
+        };
+        install_cert(&self.data, files, name, ids);
+        // Key first: the TLS context is rebuilt when the cert changes.
+        self.sql(&format!("ALTER SYSTEM SET ssl_key_file = '{name}.key'"));
+        self.set_and_reload(
+            "ssl_cert_file",
+            &format!("'{name}.crt'"),
+            &format!("{name}.crt"),
+        );
+    }
+
     /// Stops the postmaster: SIGINT (fast shutdown), SIGQUIT after 10 s,
     /// SIGKILL after 5 more. Idempotent; callable through a shared reference.
     pub fn stop_keep_dir(&self) {
@@ -345,6 +437,24 @@ host  all all         127.0.0.1/32 scram-sha-256
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Copies cert and key into the data dir as `NAME.crt`/`NAME.key`, owned by
+/// the server's OS user, key mode 0600 (PostgreSQL refuses a group/world-readable key).
+fn install_cert(data: &Path, files: &CertKey, name: &str, ids: Option<(u32, u32)>) {
+    use std::os::unix::fs::PermissionsExt;
+    let crt = data.join(format!("{name}.crt"));
+    let key = data.join(format!("{name}.key"));
+    for (from, to, mode) in [(&files.cert, &crt, 0o644), (&files.key, &key, 0o600)] {
+        fs::copy(from, to)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+        fs::set_permissions(to, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", to.display()));
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(to, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", to.display()));
+        }
     }
 }
 

@@ -3,7 +3,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 const PROTOCOL_3_0: i32 = 196_608;
 const SSL_REQUEST_CODE: i32 = 80_877_103;
@@ -162,6 +168,12 @@ pub struct RawConn {
     pub params: Vec<(String, String)>,
     /// Authentication request subtypes seen, in order (0 ok, 3 cleartext, 5 md5, 10 SASL).
     pub auth_requests: Vec<i32>,
+    /// Set by [`RawConn::start_tls`]: from then on every read and write goes
+    /// through TLS (over a clone of `stream`; socket timeouts still apply).
+    tls: Option<Box<StreamOwned<ClientConnection, TcpStream>>>,
+    /// The TLS-level error that ended the connection (alert, bad record, EOF
+    /// without close_notify), if any.
+    pub tls_error: Option<String>,
 }
 
 impl RawConn {
@@ -183,6 +195,8 @@ impl RawConn {
             backend_key: None,
             params: Vec::new(),
             auth_requests: Vec::new(),
+            tls: None,
+            tls_error: None,
         })
     }
 
@@ -199,6 +213,113 @@ impl RawConn {
         Ok(c)
     }
 
+    /// Connects and starts TLS at once (direct TLS, no SSLRequest: what libpq
+    /// 17+ does with `sslnegotiation=direct`), offering `alpn` (None: no ALPN
+    /// extension at all). Err describes a refused or failed handshake.
+    pub fn connect_direct_tls(
+        port: u16,
+        ca: &Path,
+        server_name: &str,
+        alpn: Option<&[u8]>,
+    ) -> Result<RawConn, String> {
+        let mut c = Self::try_connect(port).map_err(|e| format!("connect: {e}"))?;
+        c.start_tls(ca, server_name, alpn)?;
+        Ok(c)
+    }
+
+    /// Connects, sends an SSLRequest, expects `S`, then completes a TLS
+    /// handshake (verifying the server against `ca` for `localhost`, ALPN
+    /// `postgresql` as libpq 17+ offers). Panics on any deviation.
+    pub fn connect_ssl_request(port: u16, ca: &Path) -> RawConn {
+        let mut c = Self::connect(port);
+        c.send(&ssl_request_bytes());
+        let answer = c.read_byte();
+        assert_eq!(
+            answer,
+            Some(b'S'),
+            "SSLRequest must be answered 'S' (got {:?})",
+            answer.map(|b| b as char)
+        );
+        c.start_tls(ca, "localhost", Some(b"postgresql"))
+            .unwrap_or_else(|e| panic!("TLS handshake after 'S': {e}"));
+        c
+    }
+
+    /// Runs a rustls client handshake on this connection (after an `S`, or
+    /// first thing for direct TLS). Nothing may be buffered.
+    pub fn start_tls(
+        &mut self,
+        ca: &Path,
+        server_name: &str,
+        alpn: Option<&[u8]>,
+    ) -> Result<(), String> {
+        assert!(self.tls.is_none(), "start_tls: TLS already active");
+        assert!(self.buf.is_empty(), "start_tls with buffered plaintext");
+        let config = tls_client_config(ca, alpn);
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| format!("server name {server_name:?}: {e}"))?;
+        let conn = ClientConnection::new(config, name).map_err(|e| format!("rustls: {e}"))?;
+        let sock = self
+            .stream
+            .try_clone()
+            .map_err(|e| format!("clone socket: {e}"))?;
+        let mut tls = Box::new(StreamOwned::new(conn, sock));
+        while tls.conn.is_handshaking() {
+            match tls.conn.complete_io(&mut tls.sock) {
+                Ok((0, 0)) if tls.conn.is_handshaking() => {
+                    return Err("TLS handshake: connection closed by the peer".into());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("TLS handshake: {e}")),
+            }
+        }
+        self.tls = Some(tls);
+        Ok(())
+    }
+
+    /// Whether reads and writes go through TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The ALPN protocol the server selected (TLS only).
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.conn.alpn_protocol().map(<[u8]>::to_vec))
+    }
+
+    fn io_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.as_mut() {
+            None => self.stream.read(buf),
+            // A peer closing without close_notify, or a fatal alert / TLS
+            // error, ends the connection: EOF for our purposes (kept in
+            // `tls_error` for messages).
+            Some(t) => match t.read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+                    ) =>
+                {
+                    self.tls_error = Some(e.to_string());
+                    Ok(0)
+                }
+                r => r,
+            },
+        }
+    }
+
+    fn io_write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.tls.as_mut() {
+            None => self.stream.write_all(bytes),
+            Some(t) => {
+                t.write_all(bytes)?;
+                t.flush()
+            }
+        }
+    }
+
     pub fn set_read_timeout(&self, d: Duration) {
         self.stream
             .set_read_timeout(Some(d))
@@ -207,12 +328,12 @@ impl RawConn {
 
     /// Writes all bytes; panics on error.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to proxy");
+        self.io_write_all(bytes).expect("write to proxy");
     }
 
     /// Writes all bytes; an error (peer closed early) is returned, not a panic.
     pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        self.io_write_all(bytes)
     }
 
     /// The bytes of a startup packet for `user` (omitted when None), `db` and extras.
@@ -238,7 +359,7 @@ impl RawConn {
     pub fn read_byte(&mut self) -> Option<u8> {
         assert!(self.buf.is_empty(), "read_byte with buffered message bytes");
         let mut b = [0u8; 1];
-        match self.stream.read(&mut b) {
+        match self.io_read(&mut b) {
             Ok(0) => None,
             Ok(_) => Some(b[0]),
             Err(e) if is_reset(&e) => None,
@@ -265,7 +386,7 @@ impl RawConn {
                 }
             }
             let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk) {
+            match self.io_read(&mut chunk) {
                 Ok(0) => {
                     assert!(
                         self.buf.is_empty(),
@@ -425,7 +546,7 @@ impl RawConn {
             }
             self.set_read_timeout(left);
             let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
+            match self.io_read(&mut chunk) {
                 Ok(0) => return (out, true),
                 Ok(n) => out.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -434,6 +555,44 @@ impl RawConn {
             }
         }
     }
+}
+
+/// A rustls client config (ring provider) trusting only the CA certificates
+/// in the PEM file `ca`, offering `alpn` when given.
+pub fn tls_client_config(ca: &Path, alpn: Option<&[u8]>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .unwrap_or_else(|e| panic!("read CA {}: {e}", ca.display()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("parse CA {}: {e}", ca.display()));
+    assert!(!certs.is_empty(), "no certificate in {}", ca.display());
+    for c in certs {
+        roots
+            .add(c)
+            .unwrap_or_else(|e| panic!("CA {}: {e}", ca.display()));
+    }
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("rustls protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    if let Some(p) = alpn {
+        config.alpn_protocols = vec![p.to_vec()];
+    }
+    Arc::new(config)
+}
+
+/// The first flight of a TLS client (its ClientHello records), for tests that
+/// send part of it and stall.
+pub fn client_hello_bytes(ca: &Path, alpn: Option<&[u8]>) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut conn = ClientConnection::new(tls_client_config(ca, alpn), name).expect("rustls client");
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).expect("write ClientHello");
+    }
+    out
 }
 
 fn parse_data_row(body: &[u8]) -> Vec<Option<String>> {

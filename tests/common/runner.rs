@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::client::{PsqlOut, psql};
 use super::cluster::{Cluster, ClusterOpts};
 use super::fixtures;
+use super::pki::TestPki;
 use super::proxy::{Proxy, kill_leftover_proxies};
 
 /// What every case gets: the shared cluster and helpers.
@@ -26,6 +27,15 @@ impl Ctx {
     /// A new proxy in front of the cluster (`extra`: `key = value` lines).
     pub fn proxy(&self, extra: &str) -> Proxy {
         Proxy::start(&self.cluster, extra)
+    }
+
+    /// The cluster's test PKI (panics unless the runner started the cluster
+    /// with `ServerTls::TestPki`, as `tests/tls.rs` does).
+    pub fn pki(&self) -> &TestPki {
+        self.cluster
+            .pki
+            .as_ref()
+            .expect("this suite's cluster has no TestPki (start it with Cluster::start_tls)")
     }
 
     /// psql through `port` on the suite's database.
@@ -44,8 +54,24 @@ fn case_timeout() -> Duration {
         .unwrap_or(Duration::from_secs(120))
 }
 
+/// Names of the cases the command line selects (same rule as [`run`]).
+pub fn selected_names(cases: &[Case]) -> Vec<&'static str> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    cases
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 /// Runs the selected cases against one cluster (with fixtures loaded) and exits.
 pub fn run(cases: &[Case]) -> ! {
+    run_with(cases, || Cluster::start(ClusterOpts::default()))
+}
+
+/// [`run`] with the cluster made by `start` (e.g. `Cluster::start_tls`).
+pub fn run_with(cases: &[Case], start: impl FnOnce() -> Cluster) -> ! {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {
         for (name, _) in cases {
@@ -67,7 +93,7 @@ pub fn run(cases: &[Case]) -> ! {
 
     // A panic here (no PostgreSQL, bad fixtures) is a loud failure; the
     // cluster is dropped (stopped, dir removed) while unwinding.
-    let cluster = Cluster::start(ClusterOpts::default());
+    let cluster = start();
     fixtures::load(&cluster);
     let ctx = Arc::new(Ctx { cluster });
 
