@@ -17,3 +17,4 @@ pub mod reactor;
 pub mod stats;
 pub mod sys;
 pub mod testing;
+pub mod tls;

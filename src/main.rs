@@ -17,7 +17,7 @@ fn not_yet_supported(c: &Config) -> Option<&'static str> {
     if c.tls_port.is_some() || c.tls_cert.is_some() || c.tls_key.is_some() {
         return Some("tls_port/tls_cert/tls_key (client TLS)");
     }
-    if c.upstream_tls || c.upstream_tls_ca.is_some() {
+    if c.upstream_tls != pgvpd::config::UpstreamTls::Disable || c.upstream_tls_ca.is_some() {
         return Some("upstream_tls/upstream_tls_ca");
     }
     if c.pool_mode != PoolMode::None {

@@ -1,5 +1,6 @@
 //! Sources and precedence: defaults → config file → `PGVPD_*` environment → CLI flags,
-//! followed by [`validate`](super::validate()) (errors located at the source that set the key).
+//! then [`resolve`] (values that depend on other keys), then [`validate`](super::validate())
+//! (errors located at the source that set the key).
 //!
 //! Config file: `--config PATH` (an error if it cannot be read); without it `pgvpd.conf` in the
 //! working directory is read if it exists (only "not found" is silently skipped).
@@ -12,7 +13,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::settings::{self, SETTINGS, find, find_flag, show, suggest};
-use super::{Config, ConfigError, Source, validate};
+use super::{ClientTls, Config, ConfigError, Source, UpstreamTls, validate};
 
 /// Default config file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "pgvpd.conf";
@@ -231,7 +232,13 @@ pub fn load(
         set_origin(&mut origins, *idx, Origin::Cli(flag.clone()));
     }
 
-    // 4. validation, located at whichever source set the offending key
+    // 4. values that depend on other keys, once every source is merged
+    let client_tls_set = find("client_tls")
+        .and_then(|(idx, _)| origins.get(idx))
+        .is_some_and(Option::is_some);
+    resolve(&mut cfg, client_tls_set);
+
+    // 5. validation, located at whichever source set the offending key
     validate(&cfg).map_err(|e| locate(e, &origins, &path))?;
 
     Ok(if cli.check {
@@ -239,6 +246,26 @@ pub fn load(
     } else {
         Command::Run(Box::new(cfg))
     })
+}
+
+/// Apply the rules that depend on several keys, after all sources are merged (also for a
+/// reload):
+/// - `client_tls` not set anywhere (`client_tls_set == false`): `allow` when `tls_cert` is set,
+///   else `disable`;
+/// - `upstream_tls_verify = false` downgrades `upstream_tls = verify-ca | verify-full` to
+///   `require` (pgvpd 1.0: `upstream_tls = true` + `upstream_tls_verify = false` meant
+///   "encrypted, certificate not checked").
+pub fn resolve(cfg: &mut Config, client_tls_set: bool) {
+    if !client_tls_set {
+        cfg.client_tls = if cfg.tls_cert.is_some() {
+            ClientTls::Allow
+        } else {
+            ClientTls::Disable
+        };
+    }
+    if !cfg.upstream_tls_verify && cfg.upstream_tls.verifies_chain() {
+        cfg.upstream_tls = UpstreamTls::Require;
+    }
 }
 
 fn locate(mut e: ConfigError, origins: &[Option<Origin>], path: &Path) -> ConfigError {
@@ -264,7 +291,7 @@ fn locate(mut e: ConfigError, origins: &[Option<Origin>], path: &Path) -> Config
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::config::PoolMode;
+    use crate::config::{ClientTls, PoolMode, UpstreamTls};
     use std::collections::HashMap;
     use std::io;
     use std::time::Duration;
@@ -333,7 +360,8 @@ mod tests {
         assert_eq!(c.pool_mode, PoolMode::Transaction);
         assert_eq!(c.pool_password.as_deref(), Some("p#w"));
         assert_eq!(c.handshake_timeout, Duration::from_secs(9));
-        assert!(c.upstream_tls);
+        // 1.0 boolean `YES` = verify-full, downgraded by `upstream_tls_verify = off`.
+        assert_eq!(c.upstream_tls, UpstreamTls::Require);
         assert!(!c.upstream_tls_verify);
         assert_eq!(c.tenant_deny, Some(vec!["bad".to_string()]));
         assert_eq!(c.tls_port, None);
@@ -407,7 +435,7 @@ mod tests {
                 "upstream_tls = maybe\n",
                 1,
                 Some("upstream_tls"),
-                "invalid boolean 'maybe'",
+                "invalid value 'maybe'",
                 "",
             ),
             (
@@ -572,13 +600,14 @@ mod tests {
             &[],
             &[],
         );
-        assert!(c.upstream_tls && !c.upstream_tls_verify);
+        assert_eq!(c.upstream_tls, UpstreamTls::Require);
+        assert!(!c.upstream_tls_verify);
         let c = cfg(
             &["--upstream-tls=false"],
             &[("PGVPD_UPSTREAM_TLS", "1")],
             &[],
         );
-        assert!(!c.upstream_tls);
+        assert_eq!(c.upstream_tls, UpstreamTls::Disable);
         let c = cfg(
             &[
                 "--context",
@@ -620,7 +649,7 @@ mod tests {
             (
                 &["--upstream-tls=maybe"],
                 "--upstream-tls",
-                "invalid boolean",
+                "invalid value 'maybe'",
             ),
         ];
         for (argv, flag, frag) in cases {
@@ -659,6 +688,216 @@ mod tests {
             e.to_string(),
             "t.conf:2: key 'handshake_timeout': must be > 0"
         );
+    }
+
+    #[test]
+    fn client_tls_default_depends_on_tls_cert() {
+        let pair = "tls_cert = c.pem\ntls_key = k.pem\n";
+        // (file text, argv, expected)
+        let cases: &[(&str, &[&str], ClientTls)] = &[
+            ("", &[], ClientTls::Disable),
+            (pair, &[], ClientTls::Allow),
+            (pair, &["--client-tls", "disable"], ClientTls::Disable),
+            (pair, &["--client-tls=REQUIRE"], ClientTls::Require),
+            (
+                "client_tls = allow\ntls_cert = c.pem\ntls_key = k.pem\n",
+                &[],
+                ClientTls::Allow,
+            ),
+        ];
+        for (text, argv, want) in cases {
+            let mut a = vec!["--config", "t.conf"];
+            a.extend_from_slice(argv);
+            let c = cfg(&a, &[], &[("t.conf", text)]);
+            assert_eq!(c.client_tls, *want, "{text:?} {argv:?}");
+        }
+        // From the environment too; the resolved value is what --check-config prints.
+        let c = cfg(
+            &[],
+            &[("PGVPD_TLS_CERT", "c.pem"), ("PGVPD_TLS_KEY", "k.pem")],
+            &[],
+        );
+        assert_eq!(c.client_tls, ClientTls::Allow);
+        assert!(crate::config::render_effective(&c).contains("\nclient_tls = allow\n"));
+        // An empty tls_cert (unset) from the environment keeps the default `disable`.
+        let c = cfg(
+            &[],
+            &[("PGVPD_TLS_CERT", ""), ("PGVPD_TLS_KEY", "")],
+            &[("pgvpd.conf", pair)],
+        );
+        assert_eq!(c.client_tls, ClientTls::Disable);
+    }
+
+    #[test]
+    fn upstream_tls_modes_and_1_0_booleans() {
+        // (file text, env, argv, expected)
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            &'a [&'a str],
+            UpstreamTls,
+        );
+        let cases: &[Case] = &[
+            ("", &[], &[], UpstreamTls::Disable),
+            ("upstream_tls = true\n", &[], &[], UpstreamTls::VerifyFull),
+            ("upstream_tls = on\n", &[], &[], UpstreamTls::VerifyFull),
+            ("upstream_tls = 0\n", &[], &[], UpstreamTls::Disable),
+            (
+                "upstream_tls = verify-ca\n",
+                &[],
+                &[],
+                UpstreamTls::VerifyCa,
+            ),
+            ("", &[], &["--upstream-tls"], UpstreamTls::VerifyFull),
+            ("", &[], &["--upstream-tls=prefer"], UpstreamTls::Prefer),
+            ("", &[], &["--upstream-tls=no"], UpstreamTls::Disable),
+            (
+                "",
+                &[("PGVPD_UPSTREAM_TLS", "require")],
+                &[],
+                UpstreamTls::Require,
+            ),
+            (
+                "upstream_tls = disable\n",
+                &[("PGVPD_UPSTREAM_TLS", "verify-ca")],
+                &["--upstream-tls"],
+                UpstreamTls::VerifyFull,
+            ),
+            // upstream_tls_verify = false downgrades verify-ca / verify-full to require,
+            // whichever source set either key ...
+            (
+                "upstream_tls = verify-ca\nupstream_tls_verify = false\n",
+                &[],
+                &[],
+                UpstreamTls::Require,
+            ),
+            (
+                "upstream_tls_verify = no\n",
+                &[("PGVPD_UPSTREAM_TLS", "verify-full")],
+                &[],
+                UpstreamTls::Require,
+            ),
+            (
+                "upstream_tls_verify = no\n",
+                &[],
+                &["--upstream-tls"],
+                UpstreamTls::Require,
+            ),
+            // ... and leaves the other modes alone.
+            (
+                "upstream_tls = prefer\nupstream_tls_verify = false\n",
+                &[],
+                &[],
+                UpstreamTls::Prefer,
+            ),
+            (
+                "upstream_tls_verify = false\n",
+                &[],
+                &[],
+                UpstreamTls::Disable,
+            ),
+            (
+                "upstream_tls = verify-full\nupstream_tls_verify = false\n",
+                &[],
+                &["--upstream-tls-verify", "true"],
+                UpstreamTls::VerifyFull,
+            ),
+        ];
+        for (text, env, argv, want) in cases {
+            let mut a = vec!["--config", "t.conf"];
+            a.extend_from_slice(argv);
+            let c = cfg(&a, env, &[("t.conf", text)]);
+            assert_eq!(c.upstream_tls, *want, "{text:?} {env:?} {argv:?}");
+        }
+        // The flag's value must be attached: `--upstream-tls verify-ca` is a switch + a stray.
+        let e = run(&["--upstream-tls", "verify-ca"], &[], &[]).unwrap_err();
+        assert_eq!(e.source, Source::Cli("verify-ca".into()));
+        assert!(e.msg.contains("unexpected argument 'verify-ca'"), "{e}");
+        // Direct TLS.
+        let c = cfg(
+            &["--upstream-tls=require", "--upstream-tls-direct", "on"],
+            &[],
+            &[],
+        );
+        assert!(c.upstream_tls_direct);
+        let c = cfg(
+            &[],
+            &[("PGVPD_UPSTREAM_TLS_DIRECT", "true")],
+            &[(
+                "pgvpd.conf",
+                "upstream_tls = verify-full\nupstream_tls_verify = off\n",
+            )],
+        );
+        assert!(c.upstream_tls_direct);
+        assert_eq!(c.upstream_tls, UpstreamTls::Require);
+    }
+
+    #[test]
+    fn tls_validation_errors_are_located() {
+        // (file text, line, key, full Display)
+        let cases: &[(&str, usize, &str, &str)] = &[
+            (
+                "port = 1\ntls_cert = c.pem\n",
+                2,
+                "tls_cert",
+                "t.conf:2: key 'tls_cert': requires tls_key (the private key for tls_cert)",
+            ),
+            (
+                "\n\ntls_key = k.pem\n",
+                3,
+                "tls_key",
+                "t.conf:3: key 'tls_key': requires tls_cert (the certificate chain for tls_key)",
+            ),
+            (
+                "# x\nclient_tls = require\n",
+                2,
+                "client_tls",
+                "t.conf:2: key 'client_tls': client_tls = require requires tls_cert and tls_key",
+            ),
+            (
+                "client_tls = allow\n",
+                1,
+                "client_tls",
+                "t.conf:1: key 'client_tls': client_tls = allow requires tls_cert and tls_key",
+            ),
+            (
+                "upstream_tls = prefer\nupstream_tls_direct = on\n",
+                2,
+                "upstream_tls_direct",
+                "t.conf:2: key 'upstream_tls_direct': requires upstream_tls = require, \
+                 verify-ca or verify-full (got prefer)",
+            ),
+            (
+                "upstream_tls_direct = true\n",
+                1,
+                "upstream_tls_direct",
+                "t.conf:1: key 'upstream_tls_direct': requires upstream_tls = require, \
+                 verify-ca or verify-full (got disable)",
+            ),
+            (
+                "client_tls = sometimes\n",
+                1,
+                "client_tls",
+                "t.conf:1: key 'client_tls': invalid value 'sometimes' \
+                 (expected one of: disable, allow, require)",
+            ),
+        ];
+        for (text, line, key, full) in cases {
+            let e = file_err(text);
+            assert_eq!((e.line, e.key.as_deref()), (*line, Some(*key)), "{e}");
+            assert_eq!(e.to_string(), *full);
+        }
+        let e = run(&["--upstream-tls-direct", "true"], &[], &[]).unwrap_err();
+        assert_eq!(e.source, Source::Cli("--upstream-tls-direct".into()));
+        let e = run(&[], &[("PGVPD_CLIENT_TLS", "allow")], &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable PGVPD_CLIENT_TLS: key 'client_tls': \
+             client_tls = allow requires tls_cert and tls_key"
+        );
+        // tls_port's own check still comes first.
+        let e = run(&["--tls-port", "7000", "--tls-cert", "c"], &[], &[]).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls_port"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{Command, load};
+pub use load::{Command, load, resolve};
 pub use parse::{Entry, parse};
 pub use render::{help_text, markdown_table, render_effective};
 pub use settings::{Kind, SETTINGS, Setting};
@@ -55,6 +55,63 @@ impl PoolMode {
     }
 }
 
+/// Client-facing TLS (`client_tls`): whether clients may or must use TLS (SSLRequest or
+/// direct TLS on the plain port; the `tls_port` listener is TLS-only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientTls {
+    /// Plain text only: SSLRequest is answered `N`.
+    Disable,
+    /// TLS if the client asks for it, plain text otherwise.
+    Allow,
+    /// Plain-text sessions are refused.
+    Require,
+}
+
+impl ClientTls {
+    /// The config spelling: `disable`, `allow`, `require`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientTls::Disable => "disable",
+            ClientTls::Allow => "allow",
+            ClientTls::Require => "require",
+        }
+    }
+}
+
+/// TLS to the PostgreSQL server (`upstream_tls`), named like libpq's `sslmode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamTls {
+    /// Plain text.
+    Disable,
+    /// Try TLS (SSLRequest); continue in plain text if the server answers `N`. Certificate not
+    /// checked.
+    Prefer,
+    /// TLS or fail; encryption only, the certificate is not checked.
+    Require,
+    /// TLS or fail; the certificate chain is verified, the host name is not.
+    VerifyCa,
+    /// TLS or fail; chain and host name (`upstream_host`) are verified.
+    VerifyFull,
+}
+
+impl UpstreamTls {
+    /// The config spelling: `disable`, `prefer`, `require`, `verify-ca`, `verify-full`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamTls::Disable => "disable",
+            UpstreamTls::Prefer => "prefer",
+            UpstreamTls::Require => "require",
+            UpstreamTls::VerifyCa => "verify-ca",
+            UpstreamTls::VerifyFull => "verify-full",
+        }
+    }
+
+    /// `true` for `verify-ca` and `verify-full` (the certificate chain is checked).
+    pub fn verifies_chain(self) -> bool {
+        matches!(self, UpstreamTls::VerifyCa | UpstreamTls::VerifyFull)
+    }
+}
+
 /// Effective configuration. `Debug` redacts secrets (`pool_password`, `upstream_password`).
 #[derive(Clone, PartialEq)]
 pub struct Config {
@@ -70,8 +127,16 @@ pub struct Config {
     pub tls_port: Option<u16>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    pub upstream_tls: bool,
+    /// Resolved after loading: when not set anywhere, `allow` if `tls_cert` is set, else
+    /// `disable`.
+    pub client_tls: ClientTls,
+    /// Effective mode: `upstream_tls_verify = false` has already downgraded `verify-ca` and
+    /// `verify-full` to `require`.
+    pub upstream_tls: UpstreamTls,
     pub upstream_tls_verify: bool,
+    /// Direct TLS (ALPN `postgresql`, no SSLRequest; PostgreSQL 17+).
+    pub upstream_tls_direct: bool,
+    /// Trust roots for `verify-ca`/`verify-full`; unset = the system bundle.
     pub upstream_tls_ca: Option<PathBuf>,
     pub handshake_timeout: Duration,
     pub pool_mode: PoolMode,
@@ -116,8 +181,10 @@ impl Default for Config {
             tls_port: None,
             tls_cert: None,
             tls_key: None,
-            upstream_tls: false,
+            client_tls: ClientTls::Disable,
+            upstream_tls: UpstreamTls::Disable,
             upstream_tls_verify: true,
+            upstream_tls_direct: false,
             upstream_tls_ca: None,
             handshake_timeout: Duration::from_secs(30),
             pool_mode: PoolMode::None,
@@ -172,8 +239,10 @@ impl fmt::Debug for Config {
             tls_port,
             tls_cert,
             tls_key,
+            client_tls,
             upstream_tls,
             upstream_tls_verify,
+            upstream_tls_direct,
             upstream_tls_ca,
             handshake_timeout,
             pool_mode,
@@ -208,8 +277,10 @@ impl fmt::Debug for Config {
             .field("tls_port", tls_port)
             .field("tls_cert", tls_cert)
             .field("tls_key", tls_key)
+            .field("client_tls", client_tls)
             .field("upstream_tls", upstream_tls)
             .field("upstream_tls_verify", upstream_tls_verify)
+            .field("upstream_tls_direct", upstream_tls_direct)
             .field("upstream_tls_ca", upstream_tls_ca)
             .field("handshake_timeout", handshake_timeout)
             .field("pool_mode", pool_mode)

@@ -6,6 +6,16 @@ use std::fmt::Write as _;
 use super::settings::{SETTINGS, Setting};
 use super::{Config, REDACTED};
 
+/// How a flag is written: `--port PORT`, or for a switch (value optional, `--flag` alone means
+/// true) `--upstream-tls[=MODE]`.
+fn flag_usage(s: &Setting, flag: &str) -> String {
+    if s.switch {
+        format!("{flag}[={}]", s.kind.placeholder())
+    } else {
+        format!("{flag} {}", s.kind.placeholder())
+    }
+}
+
 /// `--help` text: usage, the special flags, then every setting with its flags, env var and
 /// default.
 pub fn help_text() -> String {
@@ -25,12 +35,13 @@ pub fn help_text() -> String {
         env!("CARGO_PKG_VERSION")
     );
     for s in SETTINGS {
-        let flags = s.cli.join(", ");
-        if s.switch {
-            let _ = writeln!(out, "  {flags}");
-        } else {
-            let _ = writeln!(out, "  {flags} {}", s.kind.placeholder());
-        }
+        let flags = s
+            .cli
+            .iter()
+            .map(|f| flag_usage(s, f))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(out, "  {flags}");
         let _ = writeln!(out, "        {}", s.doc);
         let mut meta = format!("key: {}", s.name);
         for a in s.aliases {
@@ -119,13 +130,7 @@ pub fn markdown_table() -> String {
         let flags = s
             .cli
             .iter()
-            .map(|f| {
-                if s.switch {
-                    format!("`{f}`")
-                } else {
-                    format!("`{f} {}`", s.kind.placeholder())
-                }
-            })
+            .map(|f| format!("`{}`", flag_usage(s, f)))
             .collect::<Vec<_>>()
             .join(", ");
         let default = if s.default.is_empty() {
@@ -152,7 +157,7 @@ pub fn markdown_table() -> String {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::config::{PoolMode, parse};
+    use crate::config::{ClientTls, PoolMode, UpstreamTls, parse};
     use std::path::PathBuf;
 
     #[test]
@@ -178,7 +183,9 @@ mod tests {
         ] {
             assert!(h.contains(f), "{f}");
         }
-        assert!(h.contains("--upstream-tls\n"));
+        assert!(h.contains("\n  --upstream-tls[=MODE]\n"), "{h}");
+        assert!(h.contains("--client-tls MODE"));
+        assert!(h.contains("--upstream-tls-direct BOOL"));
         assert!(h.contains("--upstream-tls-verify BOOL"));
     }
 
@@ -193,6 +200,9 @@ mod tests {
             upstream_host: "say \"hi\"".into(),
             listen_host: " spaced ".into(),
             tls_cert: Some(PathBuf::from("/etc/pgvpd/cert.pem")),
+            client_tls: ClientTls::Require,
+            upstream_tls: UpstreamTls::VerifyCa,
+            upstream_tls_direct: true,
             tenant_allow: Some(vec!["a".into(), "b".into()]),
             ..Config::default()
         };
@@ -203,6 +213,18 @@ mod tests {
         assert!(out.contains("\ntenant_separator = \"#\"\n"), "{out}");
         assert!(out.contains("\ntenant_allow = a,b\n"), "{out}");
         assert!(out.contains("\nport = 6432\n"), "{out}");
+        assert!(out.contains("\nclient_tls = require\n"), "{out}");
+        assert!(out.contains("\nupstream_tls = verify-ca\n"), "{out}");
+        assert!(out.contains("\nupstream_tls_direct = true\n"), "{out}");
+        let out_default = render_effective(&Config::default());
+        assert!(
+            out_default.contains("\nupstream_tls = disable\n"),
+            "{out_default}"
+        );
+        assert!(
+            out_default.contains("\nclient_tls = disable\n"),
+            "{out_default}"
+        );
         // Every key appears exactly once, in table order.
         let keys: Vec<String> = out
             .lines()
@@ -242,7 +264,8 @@ mod tests {
                 assert!(md.contains(&format!("`{a}`")));
             }
         }
-        assert!(md.contains("`--upstream-tls`,") || md.contains("| `--upstream-tls` |"));
+        assert!(md.contains("| `--upstream-tls[=MODE]` |"), "{md}");
+        assert!(md.contains("| `--client-tls MODE` |"), "{md}");
         for line in md.lines() {
             let cells = line.matches('|').count() - line.matches("\\|").count();
             assert_eq!(cells, 8, "{line}");

@@ -6,7 +6,8 @@
 //!   seconds are whole seconds, at most [`MAX_SECS`] (so `Instant + Duration` cannot overflow);
 //! - booleans: case-insensitive `true/false`, `yes/no`, `on/off`, `1/0`;
 //! - lists: split on `,`, items trimmed; an empty item or a duplicate item is an error;
-//! - enums (`pool_mode`) and `log_level`: case-insensitive;
+//! - enums (`pool_mode`, `client_tls`, `upstream_tls`) and `log_level`: case-insensitive;
+//!   `upstream_tls` also takes pgvpd 1.0's booleans (true → `verify-full`, false → `disable`);
 //! - an empty value for an option whose default is "unset" makes it unset again;
 //! - a NUL character is rejected in every value.
 //!
@@ -15,7 +16,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Config, PoolMode};
+use super::{ClientTls, Config, PoolMode, UpstreamTls};
 use crate::log::Level;
 
 /// Value type of a setting (drives docs and the CLI placeholder; parsing is per setting).
@@ -103,6 +104,8 @@ impl std::fmt::Debug for Setting {
 pub const MAX_SECS: u64 = u32::MAX as u64;
 
 const POOL_MODES: &[&str] = &["none", "session", "transaction"];
+const CLIENT_TLS_MODES: &[&str] = &["disable", "allow", "require"];
+const UPSTREAM_TLS_MODES: &[&str] = &["disable", "prefer", "require", "verify-ca", "verify-full"];
 
 /// Value as shown in error messages: at most 64 chars, control characters escaped.
 pub(crate) fn show(v: &str) -> String {
@@ -188,6 +191,46 @@ fn p_pool_mode(v: &str) -> Result<PoolMode, String> {
             show(v),
             POOL_MODES.join(", ")
         )),
+    }
+}
+
+pub(crate) fn p_client_tls(v: &str) -> Result<ClientTls, String> {
+    match CLIENT_TLS_MODES
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(v))
+    {
+        Some(0) => Ok(ClientTls::Disable),
+        Some(1) => Ok(ClientTls::Allow),
+        Some(_) => Ok(ClientTls::Require),
+        None => Err(format!(
+            "invalid value '{}' (expected one of: {})",
+            show(v),
+            CLIENT_TLS_MODES.join(", ")
+        )),
+    }
+}
+
+/// A libpq-style mode, or a pgvpd 1.0 boolean: true → `verify-full` (1.0 verified the
+/// certificate and host name by default), false → `disable`.
+pub(crate) fn p_upstream_tls(v: &str) -> Result<UpstreamTls, String> {
+    match UPSTREAM_TLS_MODES
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(v))
+    {
+        Some(0) => Ok(UpstreamTls::Disable),
+        Some(1) => Ok(UpstreamTls::Prefer),
+        Some(2) => Ok(UpstreamTls::Require),
+        Some(3) => Ok(UpstreamTls::VerifyCa),
+        Some(_) => Ok(UpstreamTls::VerifyFull),
+        None => match p_bool(v) {
+            Ok(true) => Ok(UpstreamTls::VerifyFull),
+            Ok(false) => Ok(UpstreamTls::Disable),
+            Err(_) => Err(format!(
+                "invalid value '{}' (expected one of: {}, or a boolean)",
+                show(v),
+                UPSTREAM_TLS_MODES.join(", ")
+            )),
+        },
     }
 }
 
@@ -353,18 +396,29 @@ pub static SETTINGS: &[Setting] = &[
         secret: false, switch: false, "PEM private key for client-facing TLS.",
         set: |c, v| { c.tls_key = opt(v, p_path)?; Ok(()) },
         get: |c| g_path(&c.tls_key)),
-    setting!("upstream_tls", [], "PGVPD_UPSTREAM_TLS", ["--upstream-tls"], Kind::Bool, "false",
-        secret: false, switch: true,
-        "Use TLS to the PostgreSQL server (the flag takes no value and turns it on).",
-        set: |c, v| { c.upstream_tls = p_bool(v)?; Ok(()) },
-        get: |c| Some(c.upstream_tls.to_string())),
+    setting!("client_tls", [], "PGVPD_CLIENT_TLS", ["--client-tls"],
+        Kind::Enum(CLIENT_TLS_MODES), "disable", secret: false, switch: false,
+        "Client-facing TLS: disable (answer SSLRequest with N), allow (TLS when the client asks) or require (refuse plain-text sessions). When not set: allow if tls_cert is set, else disable. allow and require need tls_cert and tls_key.",
+        set: |c, v| { c.client_tls = p_client_tls(v)?; Ok(()) },
+        get: |c| Some(c.client_tls.as_str().to_owned())),
+    setting!("upstream_tls", [], "PGVPD_UPSTREAM_TLS", ["--upstream-tls"],
+        Kind::Enum(UPSTREAM_TLS_MODES), "disable", secret: false, switch: true,
+        "TLS to the PostgreSQL server, as libpq's sslmode: disable, prefer (TLS if the server offers it), require (encrypted, certificate not checked), verify-ca (chain checked), verify-full (chain and host name checked). pgvpd 1.0 booleans: true = verify-full, false = disable; the flag without a value means true.",
+        set: |c, v| { c.upstream_tls = p_upstream_tls(v)?; Ok(()) },
+        get: |c| Some(c.upstream_tls.as_str().to_owned())),
     setting!("upstream_tls_verify", [], "PGVPD_UPSTREAM_TLS_VERIFY", ["--upstream-tls-verify"],
         Kind::Bool, "true", secret: false, switch: false,
-        "Verify the server certificate and host name.",
+        "pgvpd 1.0 compatibility: false downgrades upstream_tls = verify-ca or verify-full (so also true) to require, i.e. encrypted without certificate checks; applied after all sources are merged.",
         set: |c, v| { c.upstream_tls_verify = p_bool(v)?; Ok(()) },
         get: |c| Some(c.upstream_tls_verify.to_string())),
+    setting!("upstream_tls_direct", [], "PGVPD_UPSTREAM_TLS_DIRECT", ["--upstream-tls-direct"],
+        Kind::Bool, "false", secret: false, switch: false,
+        "Start TLS at once with ALPN postgresql instead of sending SSLRequest (PostgreSQL 17+); needs upstream_tls = require, verify-ca or verify-full.",
+        set: |c, v| { c.upstream_tls_direct = p_bool(v)?; Ok(()) },
+        get: |c| Some(c.upstream_tls_direct.to_string())),
     setting!("upstream_tls_ca", [], "PGVPD_UPSTREAM_TLS_CA", ["--upstream-tls-ca"], Kind::Path,
-        "", secret: false, switch: false, "PEM CA bundle replacing the built-in roots.",
+        "", secret: false, switch: false,
+        "PEM bundle of trust roots for verify-ca/verify-full; unset = the system bundle (/etc/ssl/certs/ca-certificates.crt, /etc/pki/tls/certs/ca-bundle.crt or /etc/ssl/cert.pem).",
         set: |c, v| { c.upstream_tls_ca = opt(v, p_path)?; Ok(()) },
         get: |c| g_path(&c.upstream_tls_ca)),
     setting!("handshake_timeout", ["handshake_timeout_secs"], "PGVPD_HANDSHAKE_TIMEOUT",
@@ -482,8 +536,10 @@ mod tests {
             value_separator: "x".into(),
             superuser_bypass: vec![],
             log_level: Level::Trace,
-            upstream_tls: true,
+            client_tls: ClientTls::Require,
+            upstream_tls: UpstreamTls::VerifyFull,
             upstream_tls_verify: false,
+            upstream_tls_direct: true,
             handshake_timeout: Duration::from_secs(1),
             pool_mode: PoolMode::Transaction,
             pool_size: 1,
@@ -522,10 +578,7 @@ mod tests {
             }
             assert!(envs.insert(s.env), "dup env {}", s.env);
             assert!(s.env.starts_with("PGVPD_"));
-            assert_eq!(
-                s.switch,
-                matches!(s.kind, Kind::Bool) && s.name == "upstream_tls"
-            );
+            assert_eq!(s.switch, s.name == "upstream_tls");
         }
         for reserved in [
             "--config",
@@ -556,8 +609,10 @@ mod tests {
             "tls_port",
             "tls_cert",
             "tls_key",
+            "client_tls",
             "upstream_tls",
             "upstream_tls_verify",
+            "upstream_tls_direct",
             "upstream_tls_ca",
             "handshake_timeout",
             "handshake_timeout_secs",
@@ -643,6 +698,49 @@ mod tests {
                 .unwrap_err()
                 .contains("none, session, transaction")
         );
+        assert_eq!(p_client_tls("Allow"), Ok(ClientTls::Allow));
+        assert_eq!(p_client_tls("REQUIRE"), Ok(ClientTls::Require));
+        assert_eq!(p_client_tls("disable"), Ok(ClientTls::Disable));
+        for bad in ["", "true", "prefer", "verify-full", " allow"] {
+            assert_eq!(
+                p_client_tls(bad),
+                Err(format!(
+                    "invalid value '{bad}' (expected one of: disable, allow, require)"
+                ))
+            );
+        }
+        // (input, mode): libpq spellings plus pgvpd 1.0's booleans.
+        let modes: &[(&str, UpstreamTls)] = &[
+            ("disable", UpstreamTls::Disable),
+            ("prefer", UpstreamTls::Prefer),
+            ("Require", UpstreamTls::Require),
+            ("verify-ca", UpstreamTls::VerifyCa),
+            ("VERIFY-FULL", UpstreamTls::VerifyFull),
+            ("true", UpstreamTls::VerifyFull),
+            ("yes", UpstreamTls::VerifyFull),
+            ("On", UpstreamTls::VerifyFull),
+            ("1", UpstreamTls::VerifyFull),
+            ("false", UpstreamTls::Disable),
+            ("no", UpstreamTls::Disable),
+            ("OFF", UpstreamTls::Disable),
+            ("0", UpstreamTls::Disable),
+        ];
+        for (input, mode) in modes {
+            assert_eq!(p_upstream_tls(input), Ok(*mode), "{input}");
+            if !input.contains(|c: char| c.is_ascii_digit() || c.is_ascii_uppercase()) {
+                // The canonical spelling round-trips.
+                assert_eq!(p_upstream_tls(mode.as_str()), Ok(*mode));
+            }
+        }
+        for bad in ["", "maybe", "verify_full", "allow", "2", "verify-full "] {
+            let e = p_upstream_tls(bad).unwrap_err();
+            assert!(
+                e.contains(
+                    "(expected one of: disable, prefer, require, verify-ca, verify-full, or a boolean)"
+                ),
+                "{bad}: {e}"
+            );
+        }
         assert_eq!(p_level("WARNING"), Ok(Level::Warn));
         assert!(p_level("pgvpd=debug").is_err());
         assert_eq!(show("a\nb"), "a\\nb");

@@ -6,6 +6,8 @@
 //! 1. `workers` in 1..=[`MAX_WORKERS`]; `listen_host`, `upstream_host` non-empty;
 //! 2. `tls_port` requires `tls_cert` and `tls_key` and differs from `port` (unless 0; both
 //!    bind `listen_host`; the admin API binds its own address, so its port is not compared);
+//!    `tls_cert` and `tls_key` only together; `client_tls = allow|require` needs both;
+//!    `upstream_tls_direct` needs `upstream_tls = require|verify-ca|verify-full`;
 //! 3. `handshake_timeout`, `upstream_connect_timeout`, `max_client_conn` > 0;
 //! 4. `pool_mode = session|transaction` requires `pool_password`, `upstream_password`
 //!    (non-empty) and `pool_size > 0`;
@@ -18,7 +20,7 @@
 //!
 //! Not checked here (needs I/O): that `resolvers`, `tls_cert`, `tls_key` exist and parse.
 
-use super::{Config, ConfigError, PoolMode, Source};
+use super::{ClientTls, Config, ConfigError, PoolMode, Source, UpstreamTls};
 
 /// Most reactor threads.
 pub const MAX_WORKERS: usize = 64;
@@ -85,6 +87,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             return Err(err("tls_port", format!("must differ from port ({tls})")));
         }
     }
+    validate_tls(c)?;
     if c.handshake_timeout.is_zero() {
         return Err(err("handshake_timeout", "must be > 0".into()));
     }
@@ -146,6 +149,44 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         }
     }
     check_items("superuser_bypass", &c.superuser_bypass)?;
+    Ok(())
+}
+
+fn validate_tls(c: &Config) -> Result<(), ConfigError> {
+    match (&c.tls_cert, &c.tls_key) {
+        (Some(_), None) => {
+            return Err(err(
+                "tls_cert",
+                "requires tls_key (the private key for tls_cert)".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "tls_key",
+                "requires tls_cert (the certificate chain for tls_key)".into(),
+            ));
+        }
+        _ => {}
+    }
+    if c.client_tls != ClientTls::Disable && (c.tls_cert.is_none() || c.tls_key.is_none()) {
+        return Err(err(
+            "client_tls",
+            format!(
+                "client_tls = {} requires tls_cert and tls_key",
+                c.client_tls.as_str()
+            ),
+        ));
+    }
+    if c.upstream_tls_direct && matches!(c.upstream_tls, UpstreamTls::Disable | UpstreamTls::Prefer)
+    {
+        return Err(err(
+            "upstream_tls_direct",
+            format!(
+                "requires upstream_tls = require, verify-ca or verify-full (got {})",
+                c.upstream_tls.as_str()
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -285,6 +326,55 @@ mod tests {
                 },
                 "tls_port",
                 "must differ from port",
+            ),
+            (
+                Config {
+                    tls_cert: Some(PathBuf::from("c")),
+                    ..d()
+                },
+                "tls_cert",
+                "requires tls_key",
+            ),
+            (
+                Config {
+                    tls_key: Some(PathBuf::from("k")),
+                    ..d()
+                },
+                "tls_key",
+                "requires tls_cert",
+            ),
+            (
+                Config {
+                    client_tls: ClientTls::Allow,
+                    ..d()
+                },
+                "client_tls",
+                "client_tls = allow requires tls_cert and tls_key",
+            ),
+            (
+                Config {
+                    client_tls: ClientTls::Require,
+                    ..d()
+                },
+                "client_tls",
+                "client_tls = require requires tls_cert and tls_key",
+            ),
+            (
+                Config {
+                    upstream_tls_direct: true,
+                    ..d()
+                },
+                "upstream_tls_direct",
+                "requires upstream_tls = require, verify-ca or verify-full (got disable)",
+            ),
+            (
+                Config {
+                    upstream_tls: UpstreamTls::Prefer,
+                    upstream_tls_direct: true,
+                    ..d()
+                },
+                "upstream_tls_direct",
+                "(got prefer)",
             ),
             (
                 Config {
@@ -495,6 +585,27 @@ mod tests {
         })
         .unwrap();
         validate(&pooled()).unwrap();
+        for mode in [ClientTls::Disable, ClientTls::Allow, ClientTls::Require] {
+            validate(&Config {
+                client_tls: mode,
+                tls_cert: Some("c".into()),
+                tls_key: Some("k".into()),
+                ..d()
+            })
+            .unwrap();
+        }
+        for mode in [
+            UpstreamTls::Require,
+            UpstreamTls::VerifyCa,
+            UpstreamTls::VerifyFull,
+        ] {
+            validate(&Config {
+                upstream_tls: mode,
+                upstream_tls_direct: true,
+                ..d()
+            })
+            .unwrap();
+        }
         validate(&Config { workers: 64, ..d() }).unwrap();
     }
 }
