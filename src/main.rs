@@ -1,25 +1,20 @@
-//! pgvpd: argv → config → listener → workers → wait for signals.
+//! pgvpd: argv → config → TLS material → listeners → workers → wait for signals.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 
-use pgvpd::config::{self, Command, Config, PoolMode};
+use pgvpd::config::{self, Command, Config, PoolMode, UpstreamTls};
 use pgvpd::conn::SessionConfig;
 use pgvpd::reactor::{self, Shared, WorkerSettings};
 use pgvpd::sys::{self, Signal};
+use pgvpd::tls;
 use pgvpd::{error, info, log, warn};
 
 /// Settings accepted for pgvpd 1.0 compatibility whose feature is not in this
 /// build yet: refusing to start is safer than silently ignoring them.
 fn not_yet_supported(c: &Config) -> Option<&'static str> {
-    if c.tls_port.is_some() || c.tls_cert.is_some() || c.tls_key.is_some() {
-        return Some("tls_port/tls_cert/tls_key (client TLS)");
-    }
-    if c.upstream_tls != pgvpd::config::UpstreamTls::Disable || c.upstream_tls_ca.is_some() {
-        return Some("upstream_tls/upstream_tls_ca");
-    }
     if c.pool_mode != PoolMode::None {
         return Some("pool_mode = session/transaction");
     }
@@ -55,8 +50,73 @@ fn resolve_upstream(c: &Config) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
+/// TLS material loaded at start (the server side again on SIGHUP).
+struct TlsSetup {
+    server: Option<Arc<RwLock<Arc<rustls::ServerConfig>>>>,
+    client: Option<Arc<rustls::ClientConfig>>,
+    upstream_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+fn load_tls(c: &Config) -> Result<TlsSetup, String> {
+    let server = match (&c.tls_cert, &c.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(RwLock::new(
+            tls::load_server_config(cert, key).map_err(|e| e.to_string())?,
+        ))),
+        _ => None,
+    };
+    let (client, upstream_name) = if c.upstream_tls == UpstreamTls::Disable {
+        (None, None)
+    } else {
+        let cfg = tls::load_client_config(
+            c.upstream_tls,
+            c.upstream_tls_ca.as_deref(),
+            c.upstream_tls_direct,
+        )
+        .map_err(|e| e.to_string())?;
+        let name = tls::server_name(&c.upstream_host).map_err(|e| e.to_string())?;
+        (Some(cfg), Some(name))
+    };
+    Ok(TlsSetup {
+        server,
+        client,
+        upstream_name,
+    })
+}
+
+/// SIGHUP: re-read the certificate and key; a bad file keeps the old ones.
+fn reload_tls(c: &Config, slot: &RwLock<Arc<rustls::ServerConfig>>) {
+    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
+        return;
+    };
+    match tls::load_server_config(cert, key) {
+        Ok(new) => {
+            match slot.write() {
+                Ok(mut g) => *g = new,
+                Err(p) => *p.into_inner() = new,
+            }
+            info!("tls_reloaded", cert = cert.display());
+        }
+        Err(e) => warn!(
+            "tls_reload_failed",
+            error = e,
+            kept = "the previous certificate"
+        ),
+    }
+}
+
+fn bind(host: &str, port: u16) -> Result<TcpListener, String> {
+    TcpListener::bind((host, port)).map_err(|e| format!("cannot listen on {host}:{port}: {e}"))
+}
+
 fn run(cfg: Config) -> ExitCode {
     log::set_level(cfg.log_level);
+    let tls_setup = match load_tls(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            error!("startup_failed", error = e);
+            return ExitCode::FAILURE;
+        }
+    };
     let upstream = match resolve_upstream(&cfg) {
         Ok(a) => a,
         Err(e) => {
@@ -72,13 +132,18 @@ fn run(cfg: Config) -> ExitCode {
     if let Ok(n) = sys::raise_nofile_limit() {
         pgvpd::debug!("nofile_limit", limit = n);
     }
-    let listener = match TcpListener::bind((cfg.listen_host.as_str(), cfg.port)) {
+    let listener = match bind(&cfg.listen_host, cfg.port) {
         Ok(l) => l,
         Err(e) => {
-            error!(
-                "startup_failed",
-                error = format!("cannot listen on {}:{}: {e}", cfg.listen_host, cfg.port)
-            );
+            error!("startup_failed", error = e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let tls_listener = match cfg.tls_port.map(|p| bind(&cfg.listen_host, p)) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            error!("startup_failed", error = e);
             return ExitCode::FAILURE;
         }
     };
@@ -92,8 +157,17 @@ fn run(cfg: Config) -> ExitCode {
         upstream: upstream.clone().into(),
         max_client_conn: usize::try_from(cfg.max_client_conn).unwrap_or(usize::MAX),
         shutdown_timeout: cfg.shutdown_timeout,
+        tls_server: tls_setup.server.clone(),
+        tls_client: tls_setup.client.clone(),
+        upstream_name: tls_setup.upstream_name.clone(),
     };
-    let workers = match reactor::spawn_workers(cfg.workers, &listener, settings, shared.clone()) {
+    let workers = match reactor::spawn_workers(
+        cfg.workers,
+        &listener,
+        tls_listener.as_ref(),
+        settings,
+        shared.clone(),
+    ) {
         Ok(w) => w,
         Err(e) => {
             error!("startup_failed", error = format!("workers: {e}"));
@@ -101,11 +175,15 @@ fn run(cfg: Config) -> ExitCode {
         }
     };
     drop(listener);
+    drop(tls_listener);
     let up: Vec<String> = upstream.iter().map(|a| a.to_string()).collect();
     info!(
         "listening",
         addr = local,
+        tls_port = cfg.tls_port.unwrap_or(0),
+        client_tls = cfg.client_tls.as_str(),
         upstream = up.join(","),
+        upstream_tls = cfg.upstream_tls.as_str(),
         workers = cfg.workers,
         mode = "passthrough",
         version = env!("CARGO_PKG_VERSION")
@@ -113,10 +191,10 @@ fn run(cfg: Config) -> ExitCode {
     loop {
         match sys::wait_signal() {
             Ok(Signal::Terminate) => break,
-            Ok(Signal::Hangup) => warn!(
-                "sighup_ignored",
-                reason = "reload is not supported by this build yet"
-            ),
+            Ok(Signal::Hangup) => match &tls_setup.server {
+                Some(slot) => reload_tls(&cfg, slot),
+                None => info!("sighup", reloaded = "nothing (no tls_cert configured)"),
+            },
             Err(e) => {
                 error!("signal_wait_failed", error = e);
                 break;
@@ -159,6 +237,10 @@ fn main() -> ExitCode {
         Command::CheckConfig(cfg) => {
             if let Some(what) = not_yet_supported(&cfg) {
                 eprintln!("pgvpd: {what} is not supported by this build yet");
+                return ExitCode::from(2);
+            }
+            if let Err(e) = load_tls(&cfg) {
+                eprintln!("pgvpd: {e}");
                 return ExitCode::from(2);
             }
             print!("{}", config::render_effective(&cfg));

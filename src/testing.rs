@@ -554,6 +554,8 @@ pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
         handshake_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
         limits: Limits::default(),
+        client_tls: crate::conn::ClientTlsMode::Disable,
+        upstream_tls: crate::conn::UpstreamTlsMode::Disable,
     };
     vec![
         base.clone(),
@@ -867,6 +869,10 @@ impl ConnHarness {
                 Action::SessionStarted => {
                     assert!(!self.started, "SessionStarted twice");
                     self.started = true;
+                }
+                // The fuzzed configurations have TLS disabled on both sides.
+                Action::StartClientTls { .. } | Action::StartServerTls => {
+                    panic!("TLS action {a:?} with TLS disabled");
                 }
             }
         }

@@ -36,7 +36,7 @@ mod session;
 mod timers;
 pub mod username;
 
-pub use session::{Session, SessionConfig};
+pub use session::{ClientTlsMode, SCRAM_NONCE_LEN, Session, SessionConfig, UpstreamTlsMode};
 pub use timers::{TimerKind, TimerTable};
 
 /// Which socket of a session.
@@ -53,6 +53,12 @@ pub enum Action {
     ConnectUpstream,
     /// The tenant context is set and ReadyForQuery released (for logs/stats).
     SessionStarted,
+    /// Wrap the client socket in TLS once `client_output()` is flushed (the
+    /// `S` answer); `direct`: the ClientHello already arrived (take it with
+    /// `take_client_tls_prefix`) and ALPN `postgresql` is required.
+    StartClientTls { direct: bool },
+    /// Start the TLS handshake on the upstream socket.
+    StartServerTls,
 }
 
 /// Why a session ended. Logged once by the reactor and counted.
@@ -75,6 +81,8 @@ pub enum CloseReason {
     DrainTimeout,
     Shutdown,
     TooManyClients,
+    TlsRequired,
+    TlsFailed,
     IoError,
     Panic,
 }
@@ -99,6 +107,8 @@ impl CloseReason {
             CloseReason::DrainTimeout => "drain_timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::TooManyClients => "too_many_clients",
+            CloseReason::TlsRequired => "tls_required",
+            CloseReason::TlsFailed => "tls_failed",
             CloseReason::IoError => "io_error",
             CloseReason::Panic => "panic",
         }

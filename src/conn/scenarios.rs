@@ -44,6 +44,8 @@ fn cfg() -> SessionConfig {
         handshake_timeout: HANDSHAKE,
         connect_timeout: CONNECT,
         limits: Limits::default(),
+        client_tls: crate::conn::ClientTlsMode::Disable,
+        upstream_tls: crate::conn::UpstreamTlsMode::Disable,
     }
 }
 

@@ -9,7 +9,12 @@
 //! - `PostAuth`: server `S`/`K`/`N` forwarded, the first `Z` is held back.
 //! - `Injecting`: the context batch is out; its answers are checked in order.
 //! - `Transparent`: raw relay in both directions through the rings.
-//! - `BypassConnecting`: superuser bypass; the verbatim startup goes first.
+//! - `ClientTlsPending`: `S` answered (or a direct-TLS ClientHello seen); the
+//!   reactor wraps the client socket in TLS, then `Startup { tls: true }`.
+//! - `UpstreamSsl`: SSLRequest sent upstream; exactly one byte (`S`/`N`) expected.
+//! - `UpstreamTlsPending`: the reactor runs the TLS handshake with the server.
+//!   Superuser bypass goes through the same upstream phases, then its verbatim
+//!   startup is relayed and the session is transparent.
 //! - `CancelConnecting` / `CancelSending`: forward a CancelRequest, then close.
 //! - `Draining`: flush what is queued toward one side, then close.
 //! - `Closed`; `Poisoned` only during a transition (seeing it is a bug).
@@ -22,6 +27,7 @@ use super::timers::{TimerKind, TimerTable};
 use super::username::{self, UserKind};
 use super::{Action, CloseReason, Side};
 use crate::auth::md5::md5_password_response;
+use crate::auth::scram::{self, ScramClient};
 use crate::buf::{BufPool, ByteRing};
 use crate::protocol::backend::{self, Auth};
 use crate::protocol::frame::parse_frame;
@@ -33,6 +39,8 @@ use crate::protocol::{FramePhase, Limits, ProtoError, encode, tag};
 const OUT_CAP: usize = 64 * 1024;
 /// How long the last bytes may take to flush before a close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Random bytes behind the client nonce of an upstream SCRAM exchange.
+pub const SCRAM_NONCE_LEN: usize = 24;
 /// SSLRequest + GSSENCRequest: the most negotiation packets before a startup.
 const MAX_NEGOTIATIONS: u8 = 2;
 
@@ -54,6 +62,34 @@ pub struct SessionConfig {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub limits: Limits,
+    /// Client-facing TLS (only `Disable` when no certificate is configured).
+    pub client_tls: ClientTlsMode,
+    /// How the upstream connection is encrypted.
+    pub upstream_tls: UpstreamTlsMode,
+}
+
+/// Client-facing TLS policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientTlsMode {
+    /// SSLRequest → `N`; direct TLS is a protocol violation.
+    Disable,
+    /// SSLRequest → `S`; plaintext startups allowed.
+    Allow,
+    /// SSLRequest → `S`; plaintext startups refused (FATAL 28000).
+    Require,
+}
+
+/// Upstream TLS policy, as the session needs it (verification is the
+/// reactor's TLS configuration's business).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamTlsMode {
+    Disable,
+    /// SSLRequest; `N` continues in plaintext.
+    Prefer,
+    /// SSLRequest; `N` fails the session.
+    Require,
+    /// No SSLRequest: TLS from the first byte (ALPN `postgresql`, PostgreSQL 17+).
+    Direct,
 }
 
 impl SessionConfig {
@@ -69,36 +105,77 @@ impl SessionConfig {
             handshake_timeout: c.handshake_timeout,
             connect_timeout: c.upstream_connect_timeout,
             limits: Limits::default(),
+            client_tls: match c.client_tls {
+                crate::config::ClientTls::Disable => ClientTlsMode::Disable,
+                crate::config::ClientTls::Allow => ClientTlsMode::Allow,
+                crate::config::ClientTls::Require => ClientTlsMode::Require,
+            },
+            upstream_tls: match c.upstream_tls {
+                crate::config::UpstreamTls::Disable => UpstreamTlsMode::Disable,
+                crate::config::UpstreamTls::Prefer => UpstreamTlsMode::Prefer,
+                _ if c.upstream_tls_direct => UpstreamTlsMode::Direct,
+                _ => UpstreamTlsMode::Require,
+            },
         }
     }
 }
 
-/// What a tenant handshake carries until the context is set.
+/// What a handshake carries until the upstream is ready and, for tenants,
+/// until the context is set.
 #[derive(Debug)]
 struct Handshake {
     /// Upstream login role (from the user name).
     role: String,
     /// One value per context variable.
     values: Vec<String>,
+    /// The startup message to send once the upstream link is ready.
+    startup: Vec<u8>,
+    /// What follows the startup.
+    then: AfterStartup,
+    /// The upstream link is TLS (SASL `-PLUS` mechanisms are hidden from the client).
+    server_tls: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterStartup {
+    /// Tenant: relay authentication, then set the context.
+    Authenticate,
+    /// Superuser bypass: relay everything untouched.
+    Relay,
+}
+
+#[derive(Debug)]
 enum AuthStep {
     /// No client message expected; client bytes are held.
     AwaitServer,
-    /// One `p` expected. `Some(salt)`: we asked for cleartext in place of the
-    /// server's MD5 challenge and answer the server ourselves.
-    AwaitClient { md5_salt: Option<[u8; 4]> },
+    /// One `p` expected, and what to do with it.
+    AwaitClient { answer: ClientAnswer },
+    /// The proxy runs SCRAM with the server itself (TLS on both sides: a
+    /// relayed exchange would fail the server's channel-binding downgrade check).
+    Scram(Box<ScramClient>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientAnswer {
+    /// Forward the client's `p` verbatim (cleartext, SASL, ...).
+    Relay,
+    /// We asked for cleartext in place of the server's MD5 challenge: answer
+    /// the server with the MD5 response for the role.
+    Md5([u8; 4]),
+    /// We asked for cleartext (over the client's TLS link) to run SCRAM upstream.
+    ScramPassword,
 }
 
 #[derive(Debug)]
 enum Phase {
-    Startup { negotiations: u8 },
+    Startup { negotiations: u8, tls: bool },
+    ClientTlsPending { negotiations: u8 },
     Connecting(Box<Handshake>),
+    UpstreamSsl(Box<Handshake>),
+    UpstreamTlsPending(Box<Handshake>),
     Authenticating(Box<Handshake>, AuthStep),
     PostAuth(Box<Handshake>),
     Injecting(Box<Handshake>, Step),
-    BypassConnecting,
     Transparent,
     CancelConnecting,
     CancelSending,
@@ -111,9 +188,9 @@ impl Phase {
     fn name(&self) -> &'static str {
         match self {
             Phase::Startup { .. } => "startup",
-            Phase::Connecting(_) | Phase::BypassConnecting | Phase::CancelConnecting => {
-                "upstream connect"
-            }
+            Phase::ClientTlsPending { .. } => "tls handshake",
+            Phase::Connecting(_) | Phase::CancelConnecting => "upstream connect",
+            Phase::UpstreamSsl(_) | Phase::UpstreamTlsPending(_) => "upstream tls",
             Phase::Authenticating(..) => "authentication",
             Phase::PostAuth(_) => "post-auth",
             Phase::Injecting(..) => "context injection",
@@ -148,6 +225,9 @@ pub struct Session {
     close: Option<(CloseReason, String)>,
     /// Rings carried authentication bytes: zero them before reuse.
     wipe_rings: bool,
+    /// Set when the client link is TLS: the nonce for an upstream SCRAM
+    /// exchange run by the proxy (see `AuthStep::Scram`).
+    scram_nonce: Option<[u8; SCRAM_NONCE_LEN]>,
     pub info: SessionInfo,
 }
 
@@ -157,7 +237,10 @@ impl Session {
         timers.set(TimerKind::Handshake, after(now, cfg.handshake_timeout));
         Session {
             cfg,
-            phase: Phase::Startup { negotiations: 0 },
+            phase: Phase::Startup {
+                negotiations: 0,
+                tls: false,
+            },
             c2s: None,
             s2c: None,
             to_client: Vec::new(),
@@ -166,6 +249,7 @@ impl Session {
             action: None,
             close: None,
             wipe_rings: true,
+            scram_nonce: None,
             info: SessionInfo::default(),
         }
     }
@@ -195,10 +279,15 @@ impl Session {
 
     /// True while the upstream socket should exist but is not connected.
     pub fn server_connecting(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Connecting(_) | Phase::BypassConnecting | Phase::CancelConnecting
-        )
+        matches!(self.phase, Phase::Connecting(_) | Phase::CancelConnecting)
+    }
+
+    /// Where a close is flushing to, while draining.
+    pub fn draining_toward(&self) -> Option<Side> {
+        match self.phase {
+            Phase::Draining { toward } => Some(toward),
+            _ => None,
+        }
     }
 
     fn relaying(&self) -> bool {
@@ -210,10 +299,11 @@ impl Session {
             self.phase,
             Phase::Startup { .. }
                 | Phase::Connecting(_)
+                | Phase::UpstreamSsl(_)
+                | Phase::UpstreamTlsPending(_)
                 | Phase::Authenticating(..)
                 | Phase::PostAuth(_)
                 | Phase::Injecting(..)
-                | Phase::BypassConnecting
                 | Phase::Transparent
         );
         open && self.to_client.len() < OUT_CAP && !self.c2s.as_ref().is_some_and(|r| r.is_full())
@@ -222,7 +312,8 @@ impl Session {
     pub fn wants_server_read(&self) -> bool {
         let open = matches!(
             self.phase,
-            Phase::Authenticating(..)
+            Phase::UpstreamSsl(_)
+                | Phase::Authenticating(..)
                 | Phase::PostAuth(_)
                 | Phase::Injecting(..)
                 | Phase::Transparent
@@ -380,13 +471,19 @@ impl Session {
         self.timers.clear(TimerKind::Connect);
         let old = std::mem::replace(&mut self.phase, Phase::Poisoned);
         self.phase = match old {
-            Phase::Connecting(hs) => Phase::Authenticating(hs, AuthStep::AwaitServer),
-            Phase::BypassConnecting => {
-                // Superuser bypass: from here on the bytes are relayed untouched.
-                self.timers.clear(TimerKind::Handshake);
-                self.action = Some(Action::SessionStarted);
-                Phase::Transparent
-            }
+            Phase::Connecting(hs) => match self.cfg.upstream_tls {
+                UpstreamTlsMode::Disable => self.upstream_ready(hs),
+                UpstreamTlsMode::Direct => {
+                    self.action = Some(Action::StartServerTls);
+                    Phase::UpstreamTlsPending(hs)
+                }
+                UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => {
+                    // SSLRequest (length 8, code 80877103); the answer is one byte.
+                    self.to_server
+                        .extend_from_slice(&[0, 0, 0, 8, 4, 210, 22, 47]);
+                    Phase::UpstreamSsl(hs)
+                }
+            },
             Phase::CancelConnecting => {
                 // The 16..=264 bytes must leave within the drain bound too.
                 self.timers.set(TimerKind::Drain, after(now, DRAIN_TIMEOUT));
@@ -395,6 +492,74 @@ impl Session {
             other => other,
         };
         self.process(now);
+    }
+
+    /// The upstream TLS handshake finished.
+    pub fn handle_server_tls_ready(&mut self, now: Instant) {
+        let old = std::mem::replace(&mut self.phase, Phase::Poisoned);
+        self.phase = match old {
+            Phase::UpstreamTlsPending(mut hs) => {
+                hs.server_tls = true;
+                self.upstream_ready(hs)
+            }
+            other => other,
+        };
+        self.process(now);
+    }
+
+    /// The upstream TLS handshake failed (`detail`: rustls's reason).
+    pub fn handle_server_tls_failed(&mut self, detail: &str, now: Instant) {
+        self.fail(
+            "08006",
+            &format!("TLS handshake with the upstream server failed: {detail}"),
+            CloseReason::ConnectFailed,
+            now,
+        );
+    }
+
+    /// The upstream link is usable: send the startup and move on.
+    fn upstream_ready(&mut self, hs: Box<Handshake>) -> Phase {
+        self.to_server.extend_from_slice(&hs.startup);
+        match hs.then {
+            AfterStartup::Authenticate => Phase::Authenticating(hs, AuthStep::AwaitServer),
+            AfterStartup::Relay => {
+                // Superuser bypass: from here on the bytes are relayed untouched.
+                self.timers.clear(TimerKind::Handshake);
+                self.action = Some(Action::SessionStarted);
+                Phase::Transparent
+            }
+        }
+    }
+
+    /// The reactor wrapped the client socket in TLS (after flushing `S`, or at
+    /// accept on `tls_port`). `nonce`: fresh random bytes, used if the proxy has
+    /// to run SCRAM with the server itself.
+    pub fn handle_client_tls_started(&mut self, nonce: [u8; SCRAM_NONCE_LEN]) {
+        let negotiations = match self.phase {
+            Phase::ClientTlsPending { negotiations, .. } => negotiations,
+            Phase::Startup {
+                negotiations,
+                tls: false,
+            } => negotiations,
+            _ => return,
+        };
+        self.scram_nonce = Some(nonce);
+        self.phase = Phase::Startup {
+            negotiations,
+            tls: true,
+        };
+    }
+
+    /// For direct TLS: the bytes already read (the start of the ClientHello),
+    /// which belong to the TLS stream, not to the protocol.
+    pub fn take_client_tls_prefix(&mut self) -> Vec<u8> {
+        let Some(r) = self.c2s.as_mut() else {
+            return Vec::new();
+        };
+        let (a, b) = r.readable();
+        let v = [a, b].concat();
+        r.clear();
+        v
     }
 
     /// The upstream connect failed (`detail` is the OS error text).
@@ -420,6 +585,9 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(kind) = self.timers.take_expired(now) {
             match kind {
+                TimerKind::Handshake if matches!(self.phase, Phase::ClientTlsPending { .. }) => {
+                    self.finish(CloseReason::HandshakeTimeout, "during tls handshake".into());
+                }
                 TimerKind::Handshake => {
                     let phase = self.phase.name();
                     self.fail(
@@ -584,6 +752,7 @@ impl Session {
             }
             let progressed = match self.phase {
                 Phase::Startup { .. } => self.step_startup(now),
+                Phase::UpstreamSsl(_) => self.step_upstream_ssl(now),
                 Phase::Authenticating(_, AuthStep::AwaitClient { .. }) => {
                     self.step_client_auth(now) || self.step_server(now)
                 }
@@ -618,7 +787,76 @@ impl Session {
         }
     }
 
+    /// The server's one-byte answer to our SSLRequest.
+    fn step_upstream_ssl(&mut self, now: Instant) -> bool {
+        let Some(ring) = self.s2c.as_mut() else {
+            return false;
+        };
+        let mut answer = [0u8; 1];
+        if !ring.peek_into(&mut answer) {
+            return false;
+        }
+        let extra = ring.len() > 1;
+        ring.clear();
+        let [answer] = answer;
+        if extra {
+            // Bytes after the answer, before TLS, could be injected by a man in
+            // the middle (CVE-2021-23222 class).
+            self.violation(
+                Side::Server,
+                ProtoError::TrailingData("SSLRequest answer"),
+                now,
+            );
+            return true;
+        }
+        let old = std::mem::replace(&mut self.phase, Phase::Poisoned);
+        let Phase::UpstreamSsl(hs) = old else {
+            self.phase = old;
+            return false;
+        };
+        match answer {
+            b'S' => {
+                self.action = Some(Action::StartServerTls);
+                self.phase = Phase::UpstreamTlsPending(hs);
+            }
+            b'N' if self.cfg.upstream_tls == UpstreamTlsMode::Prefer => {
+                self.phase = self.upstream_ready(hs);
+            }
+            b'N' => {
+                self.phase = Phase::UpstreamSsl(hs);
+                self.fail(
+                    "08006",
+                    "the upstream server does not support TLS (upstream_tls requires it)",
+                    CloseReason::ConnectFailed,
+                    now,
+                );
+            }
+            _ => {
+                self.phase = Phase::UpstreamSsl(hs);
+                self.violation(Side::Server, ProtoError::BadValue("SSLRequest answer"), now);
+            }
+        }
+        true
+    }
+
     fn step_startup(&mut self, now: Instant) -> bool {
+        // Direct TLS (PostgreSQL 17 `sslnegotiation=direct`): the first byte is
+        // a TLS handshake record instead of a startup length.
+        if let Phase::Startup {
+            negotiations: 0,
+            tls: false,
+        } = self.phase
+            && self.cfg.client_tls != ClientTlsMode::Disable
+            && self
+                .c2s
+                .as_ref()
+                .and_then(|r| r.readable().0.first().copied())
+                == Some(0x16)
+        {
+            self.phase = Phase::ClientTlsPending { negotiations: 0 };
+            self.action = Some(Action::StartClientTls { direct: true });
+            return true;
+        }
         let Some(mut ring) = self.c2s.take() else {
             return false;
         };
@@ -655,8 +893,8 @@ impl Session {
         trailing: bool,
         now: Instant,
     ) -> bool {
-        let negotiations = match self.phase {
-            Phase::Startup { negotiations } => negotiations,
+        let (negotiations, tls) = match self.phase {
+            Phase::Startup { negotiations, tls } => (negotiations, tls),
             _ => return false,
         };
         let packet = match frontend::decode_startup(body) {
@@ -687,10 +925,19 @@ impl Session {
                     self.fail("08P01", what, CloseReason::ClientProtocol, now);
                     return true;
                 }
-                encode::ssl_response(&mut self.to_client, b'N');
-                self.phase = Phase::Startup {
-                    negotiations: negotiations.saturating_add(1),
-                };
+                let negotiations = negotiations.saturating_add(1);
+                let offer_tls = matches!(packet, StartupPacket::SslRequest)
+                    && !tls
+                    && self.cfg.client_tls != ClientTlsMode::Disable;
+                if offer_tls {
+                    encode::ssl_response(&mut self.to_client, b'S');
+                    self.phase = Phase::ClientTlsPending { negotiations };
+                    self.action = Some(Action::StartClientTls { direct: false });
+                } else {
+                    // GSSAPI encryption is not offered; nor TLS inside TLS.
+                    encode::ssl_response(&mut self.to_client, b'N');
+                    self.phase = Phase::Startup { negotiations, tls };
+                }
                 true
             }
             StartupPacket::Cancel(_) => {
@@ -702,6 +949,15 @@ impl Session {
                 true
             }
             StartupPacket::Startup(s) => {
+                if !tls && self.cfg.client_tls == ClientTlsMode::Require {
+                    self.fail(
+                        "28000",
+                        "TLS required: connect with sslmode=require (client_tls = require)",
+                        CloseReason::TlsRequired,
+                        now,
+                    );
+                    return true;
+                }
                 let user = s.get(b"user");
                 self.info.database =
                     String::from_utf8_lossy(s.get(b"database").or(user).unwrap_or(b""))
@@ -720,8 +976,14 @@ impl Session {
                     Ok(UserKind::Bypass) => {
                         self.info.role = String::from_utf8_lossy(user.unwrap_or(b"")).into_owned();
                         self.info.bypass = true;
-                        self.to_server.extend_from_slice(wire);
-                        self.phase = Phase::BypassConnecting;
+                        let hs = Handshake {
+                            role: self.info.role.clone(),
+                            values: Vec::new(),
+                            startup: wire.to_vec(),
+                            then: AfterStartup::Relay,
+                            server_tls: false,
+                        };
+                        self.phase = Phase::Connecting(Box::new(hs));
                         self.connect(now);
                     }
                     Ok(UserKind::Tenant { role, values }) => {
@@ -749,15 +1011,17 @@ impl Session {
                                 }
                             })
                             .collect();
-                        if let Err(e) =
-                            encode::startup_message(&mut self.to_server, s.version, &params)
-                        {
+                        let mut startup = Vec::new();
+                        if let Err(e) = encode::startup_message(&mut startup, s.version, &params) {
                             self.violation(Side::Client, e, now);
                             return true;
                         }
                         let hs = Handshake {
                             role: role.to_string(),
                             values: values.iter().map(|v| v.to_string()).collect(),
+                            startup,
+                            then: AfterStartup::Authenticate,
+                            server_tls: false,
                         };
                         self.phase = Phase::Connecting(Box::new(hs));
                         self.connect(now);
@@ -788,7 +1052,7 @@ impl Session {
 
     /// One client message while a challenge is outstanding.
     fn step_client_auth(&mut self, now: Instant) -> bool {
-        let Phase::Authenticating(_, AuthStep::AwaitClient { md5_salt }) = self.phase else {
+        let Phase::Authenticating(_, AuthStep::AwaitClient { answer }) = self.phase else {
             return false;
         };
         let Some(mut ring) = self.c2s.take() else {
@@ -796,29 +1060,39 @@ impl Session {
         };
         let lim = self.cfg.limits;
         let res = Self::frame_len(&mut ring, FramePhase::ClientAuth, &lim);
-        let outcome = match res {
+        let outcome: Result<Option<AuthStep>, ProtoError> = match res {
             Err(e) => Err(e),
-            Ok(None) => Ok(false),
+            Ok(None) => Ok(None),
             Ok(Some((_, wire_len))) => {
                 let data = ring.contiguous();
                 let wire = data.get(..wire_len).unwrap_or(&[]);
-                let r = match md5_salt {
-                    None => {
+                let body = wire.get(5..).unwrap_or(&[]);
+                let r = match answer {
+                    ClientAnswer::Relay => {
                         self.to_server.extend_from_slice(wire);
-                        Ok(())
+                        Ok(AuthStep::AwaitServer)
                     }
-                    Some(salt) => {
-                        frontend::decode_password(wire.get(5..).unwrap_or(&[])).and_then(|pw| {
-                            let resp = md5_password_response(self.info.role.as_bytes(), pw, salt);
-                            encode::password_message(&mut self.to_server, &resp)
-                        })
-                    }
+                    ClientAnswer::Md5(salt) => frontend::decode_password(body).and_then(|pw| {
+                        let resp = md5_password_response(self.info.role.as_bytes(), pw, salt);
+                        encode::password_message(&mut self.to_server, &resp)
+                            .map(|()| AuthStep::AwaitServer)
+                    }),
+                    ClientAnswer::ScramPassword => frontend::decode_password(body).and_then(|pw| {
+                        let nonce = self.scram_nonce.unwrap_or([0; SCRAM_NONCE_LEN]);
+                        let client = ScramClient::new(pw, &nonce);
+                        encode::sasl_initial_response(
+                            &mut self.to_server,
+                            scram::MECHANISM.as_bytes(),
+                            Some(&client.client_first()),
+                        )
+                        .map(|()| AuthStep::Scram(Box::new(client)))
+                    }),
                 };
                 ring.consume(wire_len);
                 if self.is_ending() {
                     ring.clear();
                 }
-                r.map(|()| true)
+                r.map(Some)
             }
         };
         self.c2s = Some(ring);
@@ -827,13 +1101,13 @@ impl Session {
                 self.violation(Side::Client, e, now);
                 true
             }
-            Ok(true) => {
+            Ok(Some(next)) => {
                 if let Phase::Authenticating(_, step) = &mut self.phase {
-                    *step = AuthStep::AwaitServer;
+                    *step = next;
                 }
                 true
             }
-            Ok(false) => false,
+            Ok(None) => false,
         }
     }
 
@@ -1024,37 +1298,75 @@ impl Session {
                 Ok(Phase::Authenticating(hs, step))
             }
             tag::AUTHENTICATION => {
-                if matches!(step, AuthStep::AwaitClient { .. }) {
+                let auth = backend::decode_auth(body)?;
+                let next = match step {
                     // A new request before the client answered the last one.
-                    return Err(ProtoError::UnexpectedTag {
-                        phase: FramePhase::ServerAuth,
-                        tag: t,
-                    });
-                }
-                let next = match backend::decode_auth(body)? {
-                    Auth::Ok => {
-                        self.to_client.extend_from_slice(wire);
-                        return Ok(Phase::PostAuth(hs));
+                    AuthStep::AwaitClient { .. } => {
+                        return Err(ProtoError::UnexpectedTag {
+                            phase: FramePhase::ServerAuth,
+                            tag: t,
+                        });
                     }
-                    Auth::CleartextPassword | Auth::Sasl { .. } | Auth::SaslContinue(_) => {
-                        self.to_client.extend_from_slice(wire);
-                        AuthStep::AwaitClient { md5_salt: None }
-                    }
-                    Auth::SaslFinal(_) => {
-                        self.to_client.extend_from_slice(wire);
-                        AuthStep::AwaitServer
-                    }
-                    Auth::Md5Password { salt } => {
-                        // The MD5 hash covers the user name, which we rewrote:
-                        // ask the client for the password and answer ourselves.
-                        encode::auth_cleartext_password(&mut self.to_client);
-                        AuthStep::AwaitClient {
-                            md5_salt: Some(salt),
+                    AuthStep::Scram(client) => self.on_scram_message(client, auth)?,
+                    AuthStep::AwaitServer => match auth {
+                        Auth::Ok => {
+                            self.to_client.extend_from_slice(wire);
+                            return Ok(Phase::PostAuth(hs));
                         }
-                    }
-                    Auth::Other(_) => {
-                        return Err(ProtoError::BadValue("unsupported authentication method"));
-                    }
+                        Auth::Sasl { mechanisms }
+                            if hs.server_tls
+                                && self.scram_nonce.is_some()
+                                && mechanisms.contains(scram::MECHANISM.as_bytes()) =>
+                        {
+                            // TLS on both sides: a relayed SCRAM exchange fails
+                            // (the client, on TLS, sends the gs2 flag `y`, which a
+                            // TLS server rejects as a downgrade). Take the password
+                            // over the client's TLS link and run SCRAM ourselves.
+                            encode::auth_cleartext_password(&mut self.to_client);
+                            AuthStep::AwaitClient {
+                                answer: ClientAnswer::ScramPassword,
+                            }
+                        }
+                        Auth::Sasl { mechanisms } if hs.server_tls => {
+                            // Channel binding cannot cross the proxy (the client
+                            // would bind to our certificate, the server to its own):
+                            // offer the client only the mechanisms without `-PLUS`.
+                            let plain: Vec<&[u8]> = mechanisms
+                                .iter()
+                                .filter(|m| !m.ends_with(b"-PLUS"))
+                                .collect();
+                            if plain.is_empty() {
+                                return Err(ProtoError::BadValue(
+                                    "server offers only channel-binding SASL mechanisms",
+                                ));
+                            }
+                            encode::auth_sasl(&mut self.to_client, &plain)?;
+                            AuthStep::AwaitClient {
+                                answer: ClientAnswer::Relay,
+                            }
+                        }
+                        Auth::CleartextPassword | Auth::Sasl { .. } | Auth::SaslContinue(_) => {
+                            self.to_client.extend_from_slice(wire);
+                            AuthStep::AwaitClient {
+                                answer: ClientAnswer::Relay,
+                            }
+                        }
+                        Auth::SaslFinal(_) => {
+                            self.to_client.extend_from_slice(wire);
+                            AuthStep::AwaitServer
+                        }
+                        Auth::Md5Password { salt } => {
+                            // The MD5 hash covers the user name, which we rewrote:
+                            // ask the client for the password and answer ourselves.
+                            encode::auth_cleartext_password(&mut self.to_client);
+                            AuthStep::AwaitClient {
+                                answer: ClientAnswer::Md5(salt),
+                            }
+                        }
+                        Auth::Other(_) => {
+                            return Err(ProtoError::BadValue("unsupported authentication method"));
+                        }
+                    },
                 };
                 Ok(Phase::Authenticating(hs, next))
             }
@@ -1062,6 +1374,32 @@ impl Session {
                 phase: FramePhase::ServerAuth,
                 tag: other,
             }),
+        }
+    }
+
+    /// The server's side of a SCRAM exchange the proxy runs itself.
+    fn on_scram_message(
+        &mut self,
+        mut client: Box<ScramClient>,
+        auth: Auth<'_>,
+    ) -> Result<AuthStep, ProtoError> {
+        match auth {
+            Auth::SaslContinue(data) => {
+                let resp = client
+                    .handle_server_first(data)
+                    .map_err(|_| ProtoError::BadValue("SCRAM server-first message"))?;
+                encode::sasl_response(&mut self.to_server, &resp)?;
+                Ok(AuthStep::Scram(client))
+            }
+            Auth::SaslFinal(data) => {
+                client.handle_server_final(data).map_err(|_| {
+                    ProtoError::BadValue(
+                        "SCRAM server signature (the server did not prove it knows the password)",
+                    )
+                })?;
+                Ok(AuthStep::AwaitServer)
+            }
+            _ => Err(ProtoError::BadValue("authentication request during SCRAM")),
         }
     }
 }

@@ -6,12 +6,13 @@
 mod deadlines;
 mod slab;
 pub mod token;
+pub mod transport;
 mod worker;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,6 +36,11 @@ pub struct WorkerSettings {
     pub upstream: Arc<[SocketAddr]>,
     pub max_client_conn: usize,
     pub shutdown_timeout: Duration,
+    /// Client-facing TLS configuration; replaced on SIGHUP, read at each TLS start.
+    pub tls_server: Option<Arc<RwLock<Arc<rustls::ServerConfig>>>>,
+    /// Upstream TLS configuration and the name to verify (`upstream_host`).
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
+    pub upstream_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// A running worker thread and the waker that interrupts its poll.
@@ -47,6 +53,7 @@ pub struct WorkerHandle {
 pub fn spawn_workers(
     count: usize,
     listener: &std::net::TcpListener,
+    tls_listener: Option<&std::net::TcpListener>,
     settings: WorkerSettings,
     shared: Arc<Shared>,
 ) -> io::Result<Vec<WorkerHandle>> {
@@ -54,9 +61,18 @@ pub fn spawn_workers(
     for id in 0..count {
         let l = listener.try_clone()?;
         l.set_nonblocking(true)?;
+        let tl = match tls_listener {
+            Some(t) => {
+                let t = t.try_clone()?;
+                t.set_nonblocking(true)?;
+                Some(mio::net::TcpListener::from_std(t))
+            }
+            None => None,
+        };
         let (worker, waker) = worker::Worker::new(
             id,
             mio::net::TcpListener::from_std(l),
+            tl,
             settings.clone(),
             shared.clone(),
         )?;

@@ -7,6 +7,7 @@ use mio::Token;
 
 pub const LISTENER: Token = Token(usize::MAX);
 pub const WAKER: Token = Token(usize::MAX - 1);
+pub const TLS_LISTENER: Token = Token(usize::MAX - 2);
 
 const SLOT_BITS: u32 = 24;
 const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
@@ -47,6 +48,7 @@ mod tests {
             assert_eq!(decode(t), (slot, g, side));
             assert_ne!(t, LISTENER);
             assert_ne!(t, WAKER);
+            assert_ne!(t, TLS_LISTENER);
         }
     }
 }

@@ -9,7 +9,7 @@
 //! Readiness is kept per socket (edge-triggered): `ready` bits are set by
 //! events and cleared only on `WouldBlock`.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -21,7 +21,8 @@ use mio::{Events, Interest, Poll, Registry, Waker};
 
 use super::deadlines::Deadlines;
 use super::slab::Slab;
-use super::token::{self, LISTENER, WAKER};
+use super::token::{self, LISTENER, TLS_LISTENER, WAKER};
+use super::transport::{Io, Ready, Transport};
 use super::{Shared, WorkerSettings};
 use crate::buf::{BufPool, POOL_KEEP};
 use crate::conn::{Action, CloseReason, Session, Side};
@@ -38,18 +39,11 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Longest poll sleep (so shutdown and clock drift are noticed).
 const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Copy, Default)]
-struct Ready {
-    read: bool,
-    write: bool,
-    /// The peer hung up (RDHUP/HUP/ERR seen). Its edge has fired already, so
-    /// a short read must not clear `read`: keep reading until EOF.
-    hup: bool,
-}
-
 struct Upstream {
-    stream: TcpStream,
+    transport: Transport,
     ready: Ready,
+    /// A TLS handshake with the server is running; the session waits for it.
+    tls_pending: bool,
     /// Index into the upstream address list of the attempt in flight.
     addr_idx: usize,
 }
@@ -59,8 +53,12 @@ struct Conn {
     peer: SocketAddr,
     opened: Instant,
     session: Session,
-    client: TcpStream,
+    client: Transport,
     client_ready: Ready,
+    /// `Some(direct)`: wrap the client in TLS once `S` is flushed.
+    tls_upgrade: Option<bool>,
+    /// Direct TLS on the main port: refuse the session unless ALPN `postgresql`.
+    alpn_required: bool,
     server: Option<Upstream>,
     dirty: bool,
     /// The deadline last pushed to the heap for this connection.
@@ -72,6 +70,9 @@ pub(super) struct Worker {
     poll: Poll,
     listener: Option<TcpListener>,
     listener_ready: bool,
+    /// `tls_port`: direct TLS from the first byte.
+    tls_listener: Option<TcpListener>,
+    tls_listener_ready: bool,
     accept_paused_until: Option<Instant>,
     slab: Slab<Conn>,
     dirty: Vec<(usize, u64)>,
@@ -88,6 +89,7 @@ impl Worker {
     pub(super) fn new(
         id: usize,
         mut listener: TcpListener,
+        mut tls_listener: Option<TcpListener>,
         settings: WorkerSettings,
         shared: Arc<Shared>,
     ) -> io::Result<(Worker, Arc<Waker>)> {
@@ -95,12 +97,18 @@ impl Worker {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(l) = tls_listener.as_mut() {
+            poll.registry()
+                .register(l, TLS_LISTENER, Interest::READABLE)?;
+        }
         Ok((
             Worker {
                 id,
                 poll,
                 listener: Some(listener),
                 listener_ready: true,
+                tls_listener_ready: tls_listener.is_some(),
+                tls_listener,
                 accept_paused_until: None,
                 slab: Slab::default(),
                 dirty: Vec::new(),
@@ -144,6 +152,7 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.listener_ready = true,
+                    TLS_LISTENER => self.tls_listener_ready = true,
                     WAKER => {}
                     t => {
                         let (slot, generation, side) = token::decode(t);
@@ -180,8 +189,9 @@ impl Worker {
         if !self.dirty.is_empty() {
             return Duration::ZERO;
         }
-        let accept_now =
-            self.listener.is_some() && self.listener_ready && self.accept_paused_until.is_none();
+        let accept_now = ((self.listener.is_some() && self.listener_ready)
+            || (self.tls_listener.is_some() && self.tls_listener_ready))
+            && self.accept_paused_until.is_none();
         if accept_now && self.below_capacity() {
             return Duration::ZERO;
         }
@@ -212,6 +222,9 @@ impl Worker {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        if let Some(mut l) = self.tls_listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
         self.shutdown_deadline = Some(now + self.settings.shutdown_timeout);
     }
 
@@ -234,41 +247,49 @@ impl Worker {
             }
             self.accept_paused_until = None;
         }
-        for _ in 0..ACCEPT_BUDGET {
-            if !self.listener_ready {
-                return;
-            }
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.listener_ready = false;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if crate::sys::is_fd_exhaustion(&e) => {
-                    // Keep listener_ready: edge triggering will not fire again.
-                    stats::inc(&STATS.accept_pauses);
-                    warn!(
-                        "accept_paused",
-                        worker = self.id,
-                        error = e,
-                        pause_ms = ACCEPT_PAUSE.as_millis()
-                    );
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-                    return;
-                }
-                Err(e) => {
-                    // ECONNABORTED and friends: that one connection is gone.
-                    debug!("accept_error", worker = self.id, error = e);
+        for tls_port in [false, true] {
+            for _ in 0..ACCEPT_BUDGET {
+                let (ready, listener) = if tls_port {
+                    (self.tls_listener_ready, self.tls_listener.as_ref())
+                } else {
+                    (self.listener_ready, self.listener.as_ref())
+                };
+                let Some(listener) = listener.filter(|_| ready) else {
+                    break;
+                };
+                match listener.accept() {
+                    Ok((stream, peer)) => self.admit(stream, peer, tls_port, now),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if tls_port {
+                            self.tls_listener_ready = false;
+                        } else {
+                            self.listener_ready = false;
+                        }
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if crate::sys::is_fd_exhaustion(&e) => {
+                        // Keep the ready flag: edge triggering will not fire again.
+                        stats::inc(&STATS.accept_pauses);
+                        warn!(
+                            "accept_paused",
+                            worker = self.id,
+                            error = e,
+                            pause_ms = ACCEPT_PAUSE.as_millis()
+                        );
+                        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                        return;
+                    }
+                    Err(e) => {
+                        // ECONNABORTED and friends: that one connection is gone.
+                        debug!("accept_error", worker = self.id, error = e);
+                    }
                 }
             }
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, tls_port: bool, now: Instant) {
         stats::inc(&STATS.connections_total);
         let active = self.shared.active_clients.fetch_add(1, Ordering::Relaxed);
         if active >= self.settings.max_client_conn {
@@ -297,13 +318,24 @@ impl Worker {
         let _ = stream.set_nodelay(true);
         self.next_conn = self.next_conn.wrapping_add(1);
         let id = (self.next_conn << 8) | (self.id as u64 & 0xff);
+        let mut session = Session::new(self.settings.session.clone(), now);
+        let mut client = Transport::plain(stream);
+        if tls_port {
+            // pgvpd 1.0's TLS listener: TLS from the first byte, ALPN optional.
+            match start_server_tls(&self.settings, &mut client, &[]) {
+                Ok(()) => session.handle_client_tls_started(fresh_nonce()),
+                Err(e) => session.abort(CloseReason::TlsFailed, e),
+            }
+        }
         let conn = Conn {
             id,
             peer,
             opened: now,
-            session: Session::new(self.settings.session.clone(), now),
-            client: stream,
+            session,
+            client,
             client_ready: Ready::default(),
+            tls_upgrade: None,
+            alpn_required: false,
             server: None,
             dirty: false,
             deadline: None,
@@ -319,7 +351,7 @@ impl Worker {
         };
         debug!("client_accepted", conn = id, peer = peer);
         if let Err(e) = registry.register(
-            &mut conn.client,
+            conn.client.stream_mut(),
             token::encode(slot, generation, Side::Client),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -341,10 +373,10 @@ impl Worker {
                 continue;
             };
             conn.dirty = false;
-            let upstream = &self.settings.upstream;
+            let settings = &self.settings;
             let pool = &mut self.pool;
             let result = catch_unwind(AssertUnwindSafe(|| {
-                drive(conn, registry, pool, upstream, slot, generation, now)
+                drive(conn, registry, pool, settings, slot, generation, now)
             }));
             let budget_left = match result {
                 Ok(done) => done,
@@ -411,9 +443,10 @@ impl Worker {
                 continue;
             };
             let registry = self.poll.registry();
-            let _ = registry.deregister(&mut conn.client);
+            conn.client.send_close_notify(&mut conn.client_ready);
+            let _ = registry.deregister(conn.client.stream_mut());
             if let Some(mut u) = conn.server.take() {
-                let _ = registry.deregister(&mut u.stream);
+                let _ = registry.deregister(u.transport.stream_mut());
             }
             conn.session.release_all_buffers(&mut self.pool);
             self.shared.active_clients.fetch_sub(1, Ordering::Relaxed);
@@ -461,28 +494,59 @@ fn sync_deadline(conn: &mut Conn, deadlines: &mut Deadlines, slot: usize, genera
     }
 }
 
+/// Random bytes for a session's upstream SCRAM nonce, from the TLS provider's
+/// CSPRNG (no `rand` crate). A failure yields zeros only if the OS RNG fails,
+/// in which case TLS itself cannot work either.
+fn fresh_nonce() -> [u8; crate::conn::SCRAM_NONCE_LEN] {
+    let mut n = [0u8; crate::conn::SCRAM_NONCE_LEN];
+    let _ = rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut n);
+    n
+}
+
+/// Wraps `client` in a rustls server connection with the current (reloadable)
+/// certificate; `prefix` is a ClientHello already read (direct TLS).
+fn start_server_tls(
+    settings: &WorkerSettings,
+    client: &mut Transport,
+    prefix: &[u8],
+) -> Result<(), String> {
+    let Some(slot) = settings.tls_server.as_ref() else {
+        return Err("TLS is not configured".to_string());
+    };
+    let config = match slot.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    match rustls::ServerConnection::new(config) {
+        Ok(c) => client.upgrade(rustls::Connection::Server(c), prefix),
+        Err(e) => Err(format!("TLS: {e}")),
+    }
+}
+
 /// Drives one connection. Returns false when the budget ran out with work left.
 fn drive(
     conn: &mut Conn,
     registry: &Registry,
     pool: &mut BufPool,
-    upstream: &[SocketAddr],
+    settings: &WorkerSettings,
     slot: usize,
     generation: u64,
     now: Instant,
 ) -> bool {
+    let upstream = &settings.upstream;
     for _ in 0..DRIVE_BUDGET {
         if conn.session.closed().is_some() {
             return true;
         }
         let mut progress = false;
 
-        // Upstream connect requested?
         while let Some(action) = conn.session.poll_action() {
+            progress = true;
             match action {
                 Action::ConnectUpstream => {
                     start_connect(conn, registry, upstream, 0, slot, generation, now);
-                    progress = true;
                 }
                 Action::SessionStarted => {
                     stats::inc(&STATS.sessions_started);
@@ -494,10 +558,37 @@ fn drive(
                         user = Bytes(info.role.as_bytes()),
                         db = Bytes(info.database.as_bytes()),
                         tenant = Bytes(info.tenant.as_bytes()),
-                        bypass = info.bypass
+                        bypass = info.bypass,
+                        client_tls = conn.client.is_tls(),
+                        server_tls = conn.server.as_ref().is_some_and(|u| u.transport.is_tls())
                     );
                 }
+                Action::StartClientTls { direct } => conn.tls_upgrade = Some(direct),
+                Action::StartServerTls => start_upstream_tls(conn, settings, now),
             }
+        }
+
+        // Client TLS upgrade, once `S` has left in plaintext.
+        if let Some(direct) = conn.tls_upgrade
+            && conn.session.client_output().0.is_empty()
+        {
+            conn.tls_upgrade = None;
+            let prefix = if direct {
+                conn.session.take_client_tls_prefix()
+            } else {
+                Vec::new()
+            };
+            match start_server_tls(settings, &mut conn.client, &prefix) {
+                Ok(()) => {
+                    conn.alpn_required = direct;
+                    conn.session.handle_client_tls_started(fresh_nonce());
+                }
+                Err(e) => {
+                    conn.session.abort(CloseReason::TlsFailed, e);
+                    return true;
+                }
+            }
+            progress = true;
         }
 
         // Upstream connect completion.
@@ -505,10 +596,11 @@ fn drive(
             && let Some(u) = conn.server.as_mut()
             && u.ready.write
         {
-            match u.stream.take_error() {
-                Ok(None) => match u.stream.peer_addr() {
+            let stream = u.transport.stream();
+            match stream.take_error() {
+                Ok(None) => match stream.peer_addr() {
                     Ok(_) => {
-                        let _ = u.stream.set_nodelay(true);
+                        let _ = stream.set_nodelay(true);
                         conn.session.handle_server_connected(now);
                         progress = true;
                     }
@@ -529,61 +621,66 @@ fn drive(
             }
         }
 
-        // Client → ring.
-        if conn.client_ready.read && conn.session.wants_client_read() {
+        // Client → ring (also drives the client's TLS handshake).
+        if conn.client_ready.read && (conn.session.wants_client_read() || conn.client.handshaking())
+        {
             let buf = conn.session.client_read_buf(pool);
-            let want = buf.len();
-            match conn.client.read(buf) {
-                Ok(0) => {
-                    conn.client_ready.read = false;
-                    conn.session.handle_client_eof(now);
-                    progress = true;
-                }
-                Ok(n) => {
-                    // A short read drained the socket: with edge triggering the next
-                    // arrival raises a new event, so skip the EAGAIN read.
-                    if n < want && !conn.client_ready.hup {
-                        conn.client_ready.read = false;
-                    }
+            match conn.client.read(buf, &mut conn.client_ready) {
+                Io::Progress(0) | Io::WouldBlock => {}
+                Io::Progress(n) => {
                     conn.session.handle_client_read(n, now);
                     progress = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.client_ready.read = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(e) => {
-                    conn.session
-                        .abort(CloseReason::IoError, format!("client read: {e}"));
+                Io::Eof => {
+                    conn.session.handle_client_eof(now);
+                    progress = true;
+                }
+                Io::Failed(e) => {
+                    let reason = if conn.client.handshaking() {
+                        CloseReason::TlsFailed
+                    } else {
+                        CloseReason::IoError
+                    };
+                    conn.session.abort(reason, format!("client read: {e}"));
                     return true;
                 }
             }
         }
+        if conn.alpn_required && !conn.client.handshaking() {
+            conn.alpn_required = false;
+            if conn.client.alpn() != Some(b"postgresql".as_slice()) {
+                conn.session.abort(
+                    CloseReason::TlsFailed,
+                    "direct TLS without ALPN postgresql".to_string(),
+                );
+                return true;
+            }
+        }
 
-        // Server → ring.
+        // Server → ring (also drives the upstream TLS handshake).
         if !conn.session.server_connecting()
             && let Some(u) = conn.server.as_mut()
             && u.ready.read
-            && conn.session.wants_server_read()
+            && (conn.session.wants_server_read() || u.transport.handshaking())
         {
             let buf = conn.session.server_read_buf(pool);
-            let want = buf.len();
-            match u.stream.read(buf) {
-                Ok(0) => {
-                    u.ready.read = false;
-                    conn.session.handle_server_eof(now);
-                    progress = true;
-                }
-                Ok(n) => {
-                    if n < want && !u.ready.hup {
-                        u.ready.read = false;
-                    }
+            match u.transport.read(buf, &mut u.ready) {
+                Io::Progress(0) | Io::WouldBlock => {}
+                Io::Progress(n) => {
                     conn.session.handle_server_read(n, now);
                     progress = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.ready.read = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(e) => {
+                Io::Eof => {
+                    conn.session.handle_server_eof(now);
+                    progress = true;
+                }
+                Io::Failed(e) if u.tls_pending => {
+                    u.tls_pending = false;
+                    conn.session.handle_server_tls_failed(&e, now);
+                    progress = true;
+                }
+                Io::Failed(e) => {
                     // ECONNRESET from the backend: deliver what we have, then close.
-                    u.ready.read = false;
                     debug!("server_read_error", conn = conn.id, error = e);
                     conn.session.handle_server_eof(now);
                     progress = true;
@@ -591,38 +688,57 @@ fn drive(
             }
         }
 
+        // Pending TLS records (handshake messages, alerts) on either side.
+        if conn.client_ready.write && conn.client.wants_flush() {
+            if let Io::Failed(e) = conn.client.flush(&mut conn.client_ready) {
+                conn.session
+                    .abort(CloseReason::IoError, format!("client write: {e}"));
+                return true;
+            }
+            progress = true;
+        }
+        if let Some(u) = conn.server.as_mut()
+            && !conn.session.server_connecting()
+            && u.ready.write
+            && u.transport.wants_flush()
+        {
+            match u.transport.flush(&mut u.ready) {
+                Io::Failed(e) if u.tls_pending => {
+                    u.tls_pending = false;
+                    conn.session.handle_server_tls_failed(&e, now);
+                }
+                Io::Failed(e) => conn
+                    .session
+                    .abort(CloseReason::IoError, format!("server write: {e}")),
+                _ => {}
+            }
+            progress = true;
+        }
+        if let Some(u) = conn.server.as_mut()
+            && u.tls_pending
+            && !u.transport.handshaking()
+        {
+            u.tls_pending = false;
+            conn.session.handle_server_tls_ready(now);
+            progress = true;
+        }
+
         // Ring/queue → server.
         if let Some(u) = conn.server.as_mut()
             && u.ready.write
+            && !u.tls_pending
         {
             let (a, b) = conn.session.server_output();
             if !a.is_empty() {
-                let bufs = [IoSlice::new(a), IoSlice::new(b)];
-                let total = a.len() + b.len();
-                let res = if b.is_empty() {
-                    u.stream.write(a)
-                } else {
-                    u.stream.write_vectored(&bufs)
-                };
-                match res {
-                    Ok(0) => {
-                        conn.session
-                            .abort(CloseReason::IoError, "server write returned 0".into());
-                        return true;
-                    }
-                    Ok(n) => {
-                        // A short write filled the socket buffer: wait for the edge.
-                        if n < total {
-                            u.ready.write = false;
-                        }
+                match u.transport.write(a, b, &mut u.ready) {
+                    Io::Progress(n) => {
                         conn.session.handle_server_written(n, pool, now);
                         progress = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.ready.write = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(e) => {
+                    Io::WouldBlock => {}
+                    Io::Eof | Io::Failed(_) => {
                         conn.session
-                            .abort(CloseReason::IoError, format!("server write: {e}"));
+                            .abort(CloseReason::IoError, "server write failed".into());
                         return true;
                     }
                 }
@@ -633,37 +749,28 @@ fn drive(
         if conn.client_ready.write {
             let (a, b) = conn.session.client_output();
             if !a.is_empty() {
-                let bufs = [IoSlice::new(a), IoSlice::new(b)];
-                let total = a.len() + b.len();
-                let res = if b.is_empty() {
-                    conn.client.write(a)
-                } else {
-                    conn.client.write_vectored(&bufs)
-                };
-                match res {
-                    Ok(0) => {
-                        conn.session
-                            .abort(CloseReason::IoError, "client write returned 0".into());
-                        return true;
-                    }
-                    Ok(n) => {
-                        if n < total {
-                            conn.client_ready.write = false;
-                        }
+                match conn.client.write(a, b, &mut conn.client_ready) {
+                    Io::Progress(n) => {
                         conn.session.handle_client_written(n, pool, now);
                         progress = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        conn.client_ready.write = false
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                    Err(e) => {
+                    Io::WouldBlock => {}
+                    Io::Eof | Io::Failed(_) => {
                         conn.session
-                            .abort(CloseReason::IoError, format!("client write: {e}"));
+                            .abort(CloseReason::IoError, "client write failed".into());
                         return true;
                     }
                 }
             }
+        }
+
+        // A close cannot flush an error through an unfinished TLS handshake.
+        if conn.session.draining_toward() == Some(Side::Client) && conn.client.handshaking() {
+            conn.session.abort(
+                CloseReason::HandshakeTimeout,
+                "closed during the TLS handshake".to_string(),
+            );
+            return true;
         }
 
         if !progress {
@@ -672,6 +779,31 @@ fn drive(
         }
     }
     false
+}
+
+fn start_upstream_tls(conn: &mut Conn, settings: &WorkerSettings, now: Instant) {
+    let Some(u) = conn.server.as_mut() else {
+        return;
+    };
+    let (Some(cfg), Some(name)) = (
+        settings.tls_client.as_ref(),
+        settings.upstream_name.as_ref(),
+    ) else {
+        conn.session
+            .handle_server_tls_failed("upstream TLS is not configured", now);
+        return;
+    };
+    let c = match rustls::ClientConnection::new(cfg.clone(), name.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            conn.session.handle_server_tls_failed(&e.to_string(), now);
+            return;
+        }
+    };
+    match u.transport.upgrade(rustls::Connection::Client(c), &[]) {
+        Ok(()) => u.tls_pending = true,
+        Err(e) => conn.session.handle_server_tls_failed(&e, now),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -686,7 +818,7 @@ fn retry_or_fail(
     now: Instant,
 ) {
     if let Some(mut u) = conn.server.take() {
-        let _ = registry.deregister(&mut u.stream);
+        let _ = registry.deregister(u.transport.stream_mut());
     }
     if next < upstream.len() {
         start_connect(conn, registry, upstream, next, slot, generation, now);
@@ -723,8 +855,9 @@ fn start_connect(
             }
             debug!("upstream_connecting", conn = conn.id, addr = addr);
             conn.server = Some(Upstream {
-                stream,
+                transport: Transport::plain(stream),
                 ready: Ready::default(),
+                tls_pending: false,
                 addr_idx: idx,
             });
         }
