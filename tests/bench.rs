@@ -7,6 +7,10 @@
 //!   plus `-C -S -M simple -c 16` (a new connection per transaction).
 //! - Each proxy's CPU time during a run (utime + stime from /proc/PID/stat):
 //!   CPU share (of one core) and µs of proxy CPU per transaction.
+//! - TLS: pgbench `-S` (`-c 1/16`) and `-S -C` through pgvpd with TLS on
+//!   both links (client `sslmode=verify-full`, `upstream_tls = verify-full`)
+//!   next to direct PostgreSQL over TLS (`sslmode=verify-full`), on the same
+//!   cluster (`ssl = on`, a test CA made at run time).
 //! - Proxy RSS with 1,000 idle authenticated clients (kB per client).
 //!
 //! Prints a Markdown table and writes it to `target/bench-results.md`.
@@ -24,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, ClusterOpts, Proxy, RawConn, fixtures, psql, run_tool};
+use common::{Cluster, ClusterOpts, Proxy, RawConn, ServerTls, fixtures, psql, psql_tls, run_tool};
 
 /// The trust-authenticated role of the cluster's pg_hba (tests/common/cluster.rs),
 /// NOSUPERUSER NOBYPASSRLS (tests/fixtures.sql): auth cost does not dominate.
@@ -84,14 +88,17 @@ fn run(secs: u32) -> usize {
         pgvpd_bin.display()
     );
 
-    println!("== cluster (max_connections = 1300) and fixtures");
-    let cluster = Cluster::start(ClusterOpts {
-        max_connections: 1300,
-        extra_conf: vec![
-            "shared_buffers = 256MB".into(),
-            "log_min_messages = warning".into(),
-        ],
-    });
+    println!("== cluster (max_connections = 1300, ssl = on) and fixtures");
+    let cluster = Cluster::start_tls(
+        ClusterOpts {
+            max_connections: 1300,
+            extra_conf: vec![
+                "shared_buffers = 256MB".into(),
+                "log_min_messages = warning".into(),
+            ],
+        },
+        ServerTls::TestPki,
+    );
     fixtures::load(&cluster);
     setup_data(&cluster);
     let script_dir = cluster.subdir("bench");
@@ -117,18 +124,21 @@ fn run(secs: u32) -> usize {
             port: cluster.port,
             user: ROLE.to_string(),
             pid: None,
+            tls: None,
         },
         Target {
             name: "pgbouncer",
             port: bouncer.port,
             user: ROLE.to_string(),
             pid: Some(bouncer.pid()),
+            tls: None,
         },
         Target {
             name: "pgvpd",
             port: proxy.port,
             user: tenant_user.clone(),
             pid: Some(proxy.pid()),
+            tls: None,
         },
     ];
 
@@ -196,6 +206,9 @@ fn run(secs: u32) -> usize {
     drop(proxy);
     drop(bouncer);
 
+    let (tls_rows, tls_failures) = run_tls(&cluster, &tenant_user, secs);
+    failures += tls_failures;
+
     println!("== idle memory: {IDLE_CLIENTS} authenticated idle clients (fresh proxies)");
     // Each measurement on a fresh process, so memory freed by the pgbench
     // runs and kept by the allocator does not hide the growth.
@@ -230,7 +243,7 @@ fn run(secs: u32) -> usize {
     }
 
     let facts = machine_facts(&cluster, &pgbouncer_bin, &pgvpd_bin, secs, &load_start);
-    let report = render(&rows, &mems, &facts);
+    let report = render(&rows, &tls_rows, &mems, &facts);
     println!("\n{report}");
     let out = common::repo_root().join("target/bench-results.md");
     match fs::write(&out, &report) {
@@ -238,6 +251,100 @@ fn run(secs: u32) -> usize {
         Err(e) => eprintln!("warning: cannot write {}: {e}", out.display()),
     }
     failures
+}
+
+/// The TLS section: a pgvpd with TLS on both links next to direct
+/// PostgreSQL over TLS, clients verifying the server (`verify-full`).
+/// Returns the rows and the number of failures.
+fn run_tls(cluster: &Cluster, tenant_user: &str, secs: u32) -> (Vec<Row>, usize) {
+    let pki = cluster
+        .pki
+        .as_ref()
+        .expect("start_tls generated a test PKI");
+    let ca = pki.ca.cert.clone();
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    println!("== TLS: pgvpd (client TLS + upstream_tls = verify-full) vs direct TLS");
+    let proxy = Proxy::start(
+        cluster,
+        &format!(
+            "log_level = warn\nmax_client_conn = 5000\ntls_cert = {}\ntls_key = {}\n\
+             upstream_tls = verify-full\nupstream_tls_ca = {}\nupstream_host = localhost\n",
+            path(&pki.server.cert),
+            path(&pki.server.key),
+            path(&ca)
+        ),
+    );
+    let targets = [
+        Target {
+            name: "direct TLS",
+            port: cluster.port,
+            user: ROLE.to_string(),
+            pid: None,
+            tls: Some(ca.clone()),
+        },
+        Target {
+            name: "pgvpd TLS",
+            port: proxy.port,
+            user: tenant_user.to_string(),
+            pid: Some(proxy.pid()),
+            tls: Some(ca.clone()),
+        },
+    ];
+    // Both links really are TLS: libpq's verify-full fails rather than fall
+    // back, and the backend's own pg_stat_ssl row says ssl = t.
+    let mut failures = 0;
+    let sql = "SELECT current_user, current_setting('app.current_tenant_id'), \
+               (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), \
+               count(*) FROM bench_accounts";
+    let want = format!("{ROLE}|{TENANT}|t|{ROWS_PER_TENANT}");
+    for t in &targets {
+        let out = psql_tls(t.port, &t.user, None, DB, sql, "verify-full", Some(&ca), "");
+        if out.out() != want {
+            failures += 1;
+            eprintln!(
+                "TLS sanity check FAILED via {}: want {want}, got {:?} {}",
+                t.name,
+                out.out(),
+                out.stderr.trim()
+            );
+        }
+    }
+    if failures == 0 {
+        println!("   sanity: both targets verify-full TLS, backend ssl = t, RLS applies");
+    }
+    let mut rows = Vec::new();
+    for (clients, connect_each) in [(1u32, false), (16, false), (16, true)] {
+        let spec = Spec {
+            workload: if connect_each {
+                "TLS select-only `-S`, `-C`"
+            } else {
+                "TLS select-only `-S`"
+            },
+            mode: "simple",
+            clients,
+            connect_each,
+            extra: vec!["-S".to_string()],
+        };
+        let mut results = Vec::new();
+        for t in &targets {
+            let r = run_pgbench(t, &spec, secs);
+            println!(
+                "   {:<26} {:<8} -c {:<2} {:<10} {}",
+                spec.workload,
+                spec.mode,
+                spec.clients,
+                t.name,
+                r.summary()
+            );
+            if let Some(e) = &r.error {
+                failures += 1;
+                eprintln!("      FAILED: {e}");
+            }
+            results.push(r);
+        }
+        rows.push(Row { spec, results });
+    }
+    (rows, failures)
 }
 
 // ---------------------------------------------------------------------------
@@ -344,6 +451,8 @@ struct Target {
     user: String,
     /// The proxy process whose CPU time is measured (None: direct).
     pid: Option<u32>,
+    /// TLS with `sslmode=verify-full` against this CA (None: `sslmode=disable`).
+    tls: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -405,15 +514,26 @@ fn run_pgbench(t: &Target, spec: &Spec, secs: u32) -> RunResult {
     }
     args.extend(spec.extra.iter().map(String::as_str));
     let port = t.port.to_string();
-    let env = [
+    let ca = t.tls.as_ref().map(|ca| ca.to_str().expect("utf-8 path"));
+    let mut env = vec![
         ("PGHOST", "127.0.0.1"),
         ("PGPORT", port.as_str()),
         ("PGUSER", t.user.as_str()),
         ("PGDATABASE", DB),
-        ("PGSSLMODE", "disable"),
+        (
+            "PGSSLMODE",
+            if ca.is_some() {
+                "verify-full"
+            } else {
+                "disable"
+            },
+        ),
         ("PGGSSENCMODE", "disable"),
         ("PGCONNECT_TIMEOUT", "10"),
     ];
+    if let Some(ca) = ca {
+        env.push(("PGSSLROOTCERT", ca));
+    }
     let cpu0 = t.pid.map(cpu_seconds);
     let t0 = Instant::now();
     let out = run_tool(
@@ -782,7 +902,12 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-fn render(rows: &[Row], mems: &[(String, Result<Mem, String>)], facts: &[String]) -> String {
+fn render(
+    rows: &[Row],
+    tls_rows: &[Row],
+    mems: &[(String, Result<Mem, String>)],
+    facts: &[String],
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -841,6 +966,54 @@ fn render(rows: &[Row], mems: &[(String, Result<Mem, String>)], facts: &[String]
         "\nCPU share: proxy utime+stime during the run ÷ wall time of the run (100% = one core); \
          µs/tx: proxy CPU ÷ transactions. `-C` tps includes connection set-up."
     );
+    let _ = writeln!(
+        s,
+        "\nTLS, every client verifying the server (`sslmode=verify-full`); pgvpd also \
+         verifies PostgreSQL (`upstream_tls = verify-full`), so a pgvpd transaction crosses \
+         two TLS links and a `-C` connection makes two handshakes:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | mode | -c | direct TLS tps | pgvpd TLS tps (× direct TLS) \
+         | pgvpd CPU share, µs/tx |"
+    );
+    let _ = writeln!(s, "|---|---|--:|--:|--:|--:|");
+    for row in tls_rows {
+        let [direct, pgvpd] = &row.results[..] else {
+            continue;
+        };
+        let tps = |r: &RunResult| {
+            if r.ok() {
+                format!("{:.0}", r.tps)
+            } else {
+                "FAILED".into()
+            }
+        };
+        let ratio = if pgvpd.ok() && direct.ok() && direct.tps > 0.0 {
+            format!("{} ({:.2}×)", tps(pgvpd), pgvpd.tps / direct.tps)
+        } else {
+            tps(pgvpd)
+        };
+        let cpu = match (pgvpd.ok(), pgvpd.cpu_share(), pgvpd.us_per_tx()) {
+            (true, Some(sh), Some(us)) => format!("{:.0}%, {:.1} µs", sh * 100.0, us),
+            _ => "—".into(),
+        };
+        let mode = if row.spec.connect_each {
+            format!("{} `-C`", row.spec.mode)
+        } else {
+            row.spec.mode.to_string()
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            row.spec.workload,
+            mode,
+            row.spec.clients,
+            tps(direct),
+            ratio,
+            cpu
+        );
+    }
     let _ = writeln!(
         s,
         "\nProxy memory with {IDLE_CLIENTS} trust-authenticated idle clients (VmRSS delta of the \
