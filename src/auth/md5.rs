@@ -26,7 +26,11 @@ pub fn md5_password_response(user: &[u8], password: &[u8], salt: [u8; 4]) -> [u8
     inner.update(user);
     let mut inner_hex = [0u8; 32];
     hex_into(&inner.finalize(), &mut inner_hex);
+    md5_salted_response(&inner_hex, salt)
+}
 
+/// The answer from a stored `md5` hash (its 32 hex digits, `hex(md5(password || user))`).
+pub fn md5_salted_response(inner_hex: &[u8; 32], salt: [u8; 4]) -> [u8; 35] {
     let mut outer = Md5::new();
     outer.update(inner_hex);
     outer.update(salt);
@@ -54,6 +58,11 @@ mod tests {
         assert_ne!(
             md5_password_response(b"alice", b"secret", [1, 2, 3, 5]),
             got
+        );
+        // From the stored hash (auth files hold `md5` + these 32 digits).
+        assert_eq!(
+            &md5_salted_response(b"4a0a68b43b6cd5cf266fa02f196e2371", [1, 2, 3, 4]),
+            got.as_slice()
         );
     }
 }

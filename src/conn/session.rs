@@ -478,9 +478,7 @@ impl Session {
                     Phase::UpstreamTlsPending(hs)
                 }
                 UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => {
-                    // SSLRequest (length 8, code 80877103); the answer is one byte.
-                    self.to_server
-                        .extend_from_slice(&[0, 0, 0, 8, 4, 210, 22, 47]);
+                    encode::ssl_request(&mut self.to_server);
                     Phase::UpstreamSsl(hs)
                 }
             },

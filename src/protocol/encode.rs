@@ -208,6 +208,12 @@ pub fn startup_message(
     })
 }
 
+/// SSLRequest: length 8, code 80877103 (the answer is one byte).
+pub fn ssl_request(out: &mut Vec<u8>) {
+    out.extend_from_slice(&8i32.to_be_bytes());
+    out.extend_from_slice(&super::SSL_REQUEST_CODE.to_be_bytes());
+}
+
 /// CancelRequest; `key` must be 4..=256 bytes.
 pub fn cancel_request(out: &mut Vec<u8>, pid: i32, key: &[u8]) -> Result<(), ProtoError> {
     message(out, None, |o| {
