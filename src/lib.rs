@@ -12,6 +12,7 @@ pub mod buf;
 pub mod config;
 pub mod conn;
 pub mod log;
+pub mod pool;
 pub mod protocol;
 pub mod reactor;
 pub mod stats;
