@@ -32,6 +32,7 @@
 mod inject;
 #[cfg(test)]
 mod scenarios;
+pub mod server;
 mod session;
 mod timers;
 pub mod username;
