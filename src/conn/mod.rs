@@ -30,6 +30,7 @@
 )]
 
 mod inject;
+pub mod params;
 #[cfg(test)]
 mod scenarios;
 pub mod server;
