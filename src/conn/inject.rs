@@ -20,9 +20,12 @@ FROM pg_catalog.pg_roles r \
 WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER \
 OR r.rolname OPERATOR(pg_catalog.=) SESSION_USER";
 
-/// Appends the whole batch to `out`.
+/// Appends the whole batch to `out`. `settings` (pool mode: the client's
+/// allowed startup settings, see `conn::params`) are set first, so a client
+/// setting can never override a context variable or the role.
 pub fn build(
     out: &mut Vec<u8>,
+    settings: &[(String, String)],
     variables: &[String],
     values: &[&str],
     role: &str,
@@ -30,7 +33,16 @@ pub fn build(
     let mut sql = String::from("SELECT ");
     let mut params: Vec<Option<&[u8]>> = Vec::new();
     let mut n: usize = 0;
-    for (var, val) in variables.iter().zip(values.iter()) {
+    let pairs = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(
+            variables
+                .iter()
+                .map(String::as_str)
+                .zip(values.iter().copied()),
+        );
+    for (var, val) in pairs {
         let a = n
             .checked_add(1)
             .ok_or(ProtoError::Encode("parameter count"))?;
@@ -156,6 +168,30 @@ pub fn feed(step: Step, tag: u8, row: Option<&[Option<&[u8]>]>, rfq_status: Opti
 mod tests {
     use super::*;
     use crate::protocol::tag as t;
+
+    #[test]
+    fn settings_come_first_as_parameters() {
+        let mut out = Vec::new();
+        build(
+            &mut out,
+            &[("application_name".into(), "x'); DROP TABLE t; --".into())],
+            &["app.current_tenant_id".into()],
+            &["acme"],
+            "app_user",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(
+            "SELECT pg_catalog.set_config($1, $2, false), pg_catalog.set_config($3, $4, false), \
+             pg_catalog.set_config('role', $5, false)"
+        ));
+        // Values travel only as Bind parameters, never in the SQL text.
+        let sql_end = text.find("false)\0").unwrap_or(0);
+        assert!(!text[..sql_end].contains("DROP"));
+        let app = text.find("application_name").unwrap_or(usize::MAX);
+        let tenant = text.find("app.current_tenant_id").unwrap_or(0);
+        assert!(app < tenant, "settings are bound before the context");
+    }
 
     #[test]
     fn happy_path_and_refusals() {

@@ -1220,6 +1220,7 @@ impl Session {
                     let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
                     inject::build(
                         &mut self.to_server,
+                        &[],
                         &self.cfg.context_variables,
                         &values,
                         &role,
