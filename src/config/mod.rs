@@ -55,6 +55,22 @@ impl PoolMode {
     }
 }
 
+/// How pooled clients authenticate to the proxy (`pool_auth_method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolAuthMethod {
+    ScramSha256,
+    Cleartext,
+}
+
+impl PoolAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolAuthMethod::ScramSha256 => "scram-sha-256",
+            PoolAuthMethod::Cleartext => "cleartext",
+        }
+    }
+}
+
 /// Client-facing TLS (`client_tls`): whether clients may or must use TLS (SSLRequest or
 /// direct TLS on the plain port; the `tls_port` listener is TLS-only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +161,21 @@ pub struct Config {
     pub upstream_password: Option<String>,
     pub pool_idle_timeout: Duration,
     pub pool_checkout_timeout: Duration,
+    /// PgBouncer-format secrets of pooled clients (names: role or role.tenant).
+    pub auth_file: Option<PathBuf>,
+    pub pool_auth_method: PoolAuthMethod,
+    /// Cleartext pool passwords also over non-TLS, non-loopback connections.
+    pub pool_allow_insecure_cleartext: bool,
+    /// Login roles that may be pooled (unset: any).
+    pub pool_roles: Option<Vec<String>>,
+    /// PgBouncer-format per-role passwords the proxy logs in upstream with.
+    pub upstream_auth_file: Option<PathBuf>,
+    pub server_reset_query: String,
+    pub server_reset_timeout: Duration,
+    pub server_check_query: Option<String>,
+    pub server_check_delay: Duration,
+    /// Zero: unlimited.
+    pub server_lifetime: Duration,
     pub resolvers: Option<PathBuf>,
     pub admin_port: Option<u16>,
     pub set_role: Option<String>,
@@ -193,6 +224,16 @@ impl Default for Config {
             upstream_password: None,
             pool_idle_timeout: Duration::from_secs(300),
             pool_checkout_timeout: Duration::from_secs(5),
+            auth_file: None,
+            pool_auth_method: PoolAuthMethod::ScramSha256,
+            pool_allow_insecure_cleartext: false,
+            pool_roles: None,
+            upstream_auth_file: None,
+            server_reset_query: "DISCARD ALL".to_owned(),
+            server_reset_timeout: Duration::from_secs(5),
+            server_check_query: None,
+            server_check_delay: Duration::from_secs(30),
+            server_lifetime: Duration::from_secs(3600),
             resolvers: None,
             admin_port: None,
             set_role: None,
@@ -251,6 +292,16 @@ impl fmt::Debug for Config {
             upstream_password,
             pool_idle_timeout,
             pool_checkout_timeout,
+            auth_file,
+            pool_auth_method,
+            pool_allow_insecure_cleartext,
+            pool_roles,
+            upstream_auth_file,
+            server_reset_query,
+            server_reset_timeout,
+            server_check_query,
+            server_check_delay,
+            server_lifetime,
             resolvers,
             admin_port,
             set_role,
@@ -289,6 +340,19 @@ impl fmt::Debug for Config {
             .field("upstream_password", &Redacted(upstream_password))
             .field("pool_idle_timeout", pool_idle_timeout)
             .field("pool_checkout_timeout", pool_checkout_timeout)
+            .field("auth_file", auth_file)
+            .field("pool_auth_method", pool_auth_method)
+            .field(
+                "pool_allow_insecure_cleartext",
+                pool_allow_insecure_cleartext,
+            )
+            .field("pool_roles", pool_roles)
+            .field("upstream_auth_file", upstream_auth_file)
+            .field("server_reset_query", server_reset_query)
+            .field("server_reset_timeout", server_reset_timeout)
+            .field("server_check_query", server_check_query)
+            .field("server_check_delay", server_check_delay)
+            .field("server_lifetime", server_lifetime)
             .field("resolvers", resolvers)
             .field("admin_port", admin_port)
             .field("set_role", set_role)

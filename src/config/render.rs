@@ -271,4 +271,11 @@ mod tests {
             assert_eq!(cells, 8, "{line}");
         }
     }
+
+    /// Prints the README table: `cargo test --lib print_config_table -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn print_config_table() {
+        print!("{}", markdown_table());
+    }
 }

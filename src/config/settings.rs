@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ClientTls, Config, PoolMode, UpstreamTls};
+use super::{ClientTls, Config, PoolAuthMethod, PoolMode, UpstreamTls};
 use crate::log::Level;
 
 /// Value type of a setting (drives docs and the CLI placeholder; parsing is per setting).
@@ -104,6 +104,7 @@ impl std::fmt::Debug for Setting {
 pub const MAX_SECS: u64 = u32::MAX as u64;
 
 const POOL_MODES: &[&str] = &["none", "session", "transaction"];
+const POOL_AUTH_METHODS: &[&str] = &["scram-sha-256", "cleartext"];
 const CLIENT_TLS_MODES: &[&str] = &["disable", "allow", "require"];
 const UPSTREAM_TLS_MODES: &[&str] = &["disable", "prefer", "require", "verify-ca", "verify-full"];
 
@@ -190,6 +191,21 @@ fn p_pool_mode(v: &str) -> Result<PoolMode, String> {
             "invalid value '{}' (expected one of: {})",
             show(v),
             POOL_MODES.join(", ")
+        )),
+    }
+}
+
+fn p_pool_auth_method(v: &str) -> Result<PoolAuthMethod, String> {
+    match POOL_AUTH_METHODS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(v))
+    {
+        Some(0) => Ok(PoolAuthMethod::ScramSha256),
+        Some(_) => Ok(PoolAuthMethod::Cleartext),
+        None => Err(format!(
+            "invalid value '{}' (expected one of: {})",
+            show(v),
+            POOL_AUTH_METHODS.join(", ")
         )),
     }
 }
@@ -453,6 +469,56 @@ pub static SETTINGS: &[Setting] = &[
         "How long a client waits for a pooled server; 0 = fail at once when the pool is full.",
         set: |c, v| { c.pool_checkout_timeout = p_secs(v)?; Ok(()) },
         get: |c| Some(g_secs(c.pool_checkout_timeout))),
+    setting!("auth_file", [], "PGVPD_AUTH_FILE", ["--auth-file"], Kind::Path, "",
+        secret: false, switch: false,
+        "Secrets of pooled clients, PgBouncer's userlist.txt format (\"name\" \"secret\" per line; name = login role or full client user name role.tenant; secret = plain text, md5 hash or SCRAM-SHA-256 verifier); looked up before pool_password.",
+        set: |c, v| { c.auth_file = opt(v, p_path)?; Ok(()) },
+        get: |c| g_path(&c.auth_file)),
+    setting!("pool_auth_method", [], "PGVPD_POOL_AUTH_METHOD", ["--pool-auth-method"],
+        Kind::Enum(POOL_AUTH_METHODS), "scram-sha-256", secret: false, switch: false,
+        "How pooled clients authenticate to the proxy: scram-sha-256, or cleartext (only over TLS or from loopback unless pool_allow_insecure_cleartext).",
+        set: |c, v| { c.pool_auth_method = p_pool_auth_method(v)?; Ok(()) },
+        get: |c| Some(c.pool_auth_method.as_str().to_owned())),
+    setting!("pool_allow_insecure_cleartext", [], "PGVPD_POOL_ALLOW_INSECURE_CLEARTEXT",
+        ["--pool-allow-insecure-cleartext"], Kind::Bool, "false", secret: false, switch: false,
+        "With pool_auth_method = cleartext, also accept passwords over non-TLS connections from non-loopback addresses.",
+        set: |c, v| { c.pool_allow_insecure_cleartext = p_bool(v)?; Ok(()) },
+        get: |c| Some(c.pool_allow_insecure_cleartext.to_string())),
+    setting!("pool_roles", [], "PGVPD_POOL_ROLES", ["--pool-roles"], Kind::List, "",
+        secret: false, switch: false,
+        "Login roles that may be pooled; unset = any (superuser and BYPASSRLS roles are refused for tenant sessions regardless).",
+        set: |c, v| { c.pool_roles = opt(v, p_list)?; Ok(()) },
+        get: |c| c.pool_roles.as_deref().map(g_list)),
+    setting!("upstream_auth_file", [], "PGVPD_UPSTREAM_AUTH_FILE", ["--upstream-auth-file"],
+        Kind::Path, "", secret: false, switch: false,
+        "Per-role passwords the proxy logs in to the server with (userlist.txt format, plain text or md5 hash); looked up before upstream_password.",
+        set: |c, v| { c.upstream_auth_file = opt(v, p_path)?; Ok(()) },
+        get: |c| g_path(&c.upstream_auth_file)),
+    setting!("server_reset_query", [], "PGVPD_SERVER_RESET_QUERY", ["--server-reset-query"],
+        Kind::Str, "DISCARD ALL", secret: false, switch: false,
+        "Sent when a server returns to the pool (after ROLLBACK if a transaction was open); must not be empty.",
+        set: |c, v| { c.server_reset_query = p_str(v)?; Ok(()) },
+        get: |c| Some(c.server_reset_query.clone())),
+    setting!("server_reset_timeout", [], "PGVPD_SERVER_RESET_TIMEOUT",
+        ["--server-reset-timeout"], Kind::Secs, "5", secret: false, switch: false,
+        "Time a server may take, after its client left, to finish outstanding responses, ROLLBACK and the reset; then it is closed. > 0.",
+        set: |c, v| { c.server_reset_timeout = p_secs(v)?; Ok(()) },
+        get: |c| Some(g_secs(c.server_reset_timeout))),
+    setting!("server_check_query", [], "PGVPD_SERVER_CHECK_QUERY", ["--server-check-query"],
+        Kind::Str, "", secret: false, switch: false,
+        "Run on a server idle longer than server_check_delay before it is lent again (e.g. SELECT 1); unset = no check.",
+        set: |c, v| { c.server_check_query = opt(v, p_str)?; Ok(()) },
+        get: |c| c.server_check_query.clone()),
+    setting!("server_check_delay", [], "PGVPD_SERVER_CHECK_DELAY", ["--server-check-delay"],
+        Kind::Secs, "30", secret: false, switch: false,
+        "Idle time after which server_check_query runs before reuse.",
+        set: |c, v| { c.server_check_delay = p_secs(v)?; Ok(()) },
+        get: |c| Some(g_secs(c.server_check_delay))),
+    setting!("server_lifetime", [], "PGVPD_SERVER_LIFETIME", ["--server-lifetime"], Kind::Secs,
+        "3600", secret: false, switch: false,
+        "A pooled server older than this is closed when it returns to the pool; 0 = no limit.",
+        set: |c, v| { c.server_lifetime = p_secs(v)?; Ok(()) },
+        get: |c| Some(g_secs(c.server_lifetime))),
     setting!("resolvers", [], "PGVPD_RESOLVERS", ["--resolvers"], Kind::Path, "",
         secret: false, switch: false, "TOML file of context resolvers.",
         set: |c, v| { c.resolvers = opt(v, p_path)?; Ok(()) },
@@ -545,6 +611,12 @@ mod tests {
             pool_size: 1,
             pool_idle_timeout: Duration::from_secs(1),
             pool_checkout_timeout: Duration::from_secs(1),
+            pool_auth_method: PoolAuthMethod::Cleartext,
+            pool_allow_insecure_cleartext: true,
+            server_reset_query: "x".into(),
+            server_reset_timeout: Duration::from_secs(1),
+            server_check_delay: Duration::from_secs(1),
+            server_lifetime: Duration::from_secs(1),
             workers: 9,
             upstream_connect_timeout: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(1),
@@ -622,6 +694,16 @@ mod tests {
             "upstream_password",
             "pool_idle_timeout",
             "pool_checkout_timeout",
+            "auth_file",
+            "pool_auth_method",
+            "pool_allow_insecure_cleartext",
+            "pool_roles",
+            "upstream_auth_file",
+            "server_reset_query",
+            "server_reset_timeout",
+            "server_check_query",
+            "server_check_delay",
+            "server_lifetime",
             "resolvers",
             "admin_port",
             "set_role",

@@ -9,8 +9,9 @@
 //!    `tls_cert` and `tls_key` only together; `client_tls = allow|require` needs both;
 //!    `upstream_tls_direct` needs `upstream_tls = require|verify-ca|verify-full`;
 //! 3. `handshake_timeout`, `upstream_connect_timeout`, `max_client_conn` > 0;
-//! 4. `pool_mode = session|transaction` requires `pool_password`, `upstream_password`
-//!    (non-empty) and `pool_size > 0`;
+//! 4. `pool_mode = session|transaction` requires `pool_password` (or `auth_file`),
+//!    `upstream_password` (or `upstream_auth_file`), `pool_size > 0`, a non-empty
+//!    `server_reset_query` and `server_reset_timeout > 0`;
 //! 5. `tenant_allow` and `tenant_deny` not both; their items non-empty;
 //! 6. `tenant_separator` non-empty; `value_separator` non-empty with more than one variable;
 //! 7. `context_variables`: non-empty, each a valid custom setting name ([`is_custom_guc_name`])
@@ -99,17 +100,29 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     if c.pool_mode != PoolMode::None {
         let mode = c.pool_mode.as_str();
-        if missing(&c.pool_password) {
+        if missing(&c.pool_password) && c.auth_file.is_none() {
             return Err(err(
                 "pool_mode",
-                format!("pool_mode = {mode} requires pool_password"),
+                format!("pool_mode = {mode} requires pool_password or auth_file"),
             ));
         }
-        if missing(&c.upstream_password) {
+        if missing(&c.upstream_password) && c.upstream_auth_file.is_none() {
             return Err(err(
                 "pool_mode",
-                format!("pool_mode = {mode} requires upstream_password"),
+                format!("pool_mode = {mode} requires upstream_password or upstream_auth_file"),
             ));
+        }
+        if c.server_reset_query.trim().is_empty() {
+            return Err(err(
+                "server_reset_query",
+                "must not be empty: tenants share pooled servers, so a reset is mandatory".into(),
+            ));
+        }
+        if c.server_reset_timeout.is_zero() {
+            return Err(err("server_reset_timeout", "must be > 0".into()));
+        }
+        if let Some(l) = &c.pool_roles {
+            check_items("pool_roles", l)?;
         }
         if c.pool_size == 0 {
             return Err(err(
@@ -406,7 +419,7 @@ mod tests {
                     ..d()
                 },
                 "pool_mode",
-                "pool_mode = session requires pool_password",
+                "pool_mode = session requires pool_password or auth_file",
             ),
             (
                 Config {
@@ -431,7 +444,31 @@ mod tests {
                     ..pooled()
                 },
                 "pool_mode",
-                "pool_mode = transaction requires upstream_password",
+                "pool_mode = transaction requires upstream_password or upstream_auth_file",
+            ),
+            (
+                Config {
+                    server_reset_query: " ".into(),
+                    ..pooled()
+                },
+                "server_reset_query",
+                "reset is mandatory",
+            ),
+            (
+                Config {
+                    server_reset_timeout: Duration::ZERO,
+                    ..pooled()
+                },
+                "server_reset_timeout",
+                "must be > 0",
+            ),
+            (
+                Config {
+                    pool_roles: Some(vec![" ".into()]),
+                    ..pooled()
+                },
+                "pool_roles",
+                "",
             ),
             (
                 Config {

@@ -1,0 +1,438 @@
+//! Knowing when a pooled server is provably idle.
+//!
+//! The pooled relay streams bytes without holding whole messages; this
+//! tracker sees every byte that crosses a lent server's link, in both
+//! directions, and keeps only what is needed to answer "is every request
+//! answered?": a header scanner per direction (at most 6 buffered bytes) and
+//! a run-length queue of requests awaiting ReadyForQuery.
+//!
+//! Rules (PostgreSQL protocol, "Message Flow"):
+//! - each simple Query `Q`, each Sync `S` and each FunctionCall `F` is
+//!   answered by exactly one ReadyForQuery `Z`; its status byte is the
+//!   transaction state (`I`, `T`, `E`);
+//! - Parse/Bind/Describe/Execute/Close/Flush open an extended-query cycle
+//!   that only a Sync closes (the pool sends one if the client left it open);
+//! - COPY FROM STDIN (`G` from the server after a `Q`) is ended by the
+//!   client's CopyDone/CopyFail, or by an ErrorResponse from the server
+//!   (later CopyData/Done/Fail of the client are then dropped by the server);
+//! - COPY in an extended-query cycle (the backend ignores Sync during
+//!   copy-in, so Syncs no longer pair with `Z`), CopyBoth, a Query or
+//!   FunctionCall inside an open extended cycle (discarded by the backend
+//!   after an error, so its `Z` may never come), a `Z` nobody asked for, or
+//!   copy messages the state does not explain make the server **dirty**: it
+//!   is closed instead of reused. The tracker never guesses.
+//!
+//! The tracker also finds the client's Terminate, which the relay must not
+//! forward (the server stays open for the next client).
+
+use std::collections::VecDeque;
+
+use crate::protocol::frame::parse_header;
+use crate::protocol::{FramePhase, Limits, ProtoError, tag};
+
+/// Request kinds awaiting one ReadyForQuery each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Req {
+    /// `Q` or `F`.
+    Simple,
+    /// `S`, closing an extended-query cycle.
+    Sync,
+}
+
+/// Most runs in the request queue; beyond it the client is not read
+/// (backpressure) until answers arrive.
+pub const MAX_RUNS: usize = 4096;
+/// Most requests outstanding in total (same backpressure).
+pub const MAX_OUTSTANDING: u32 = 1 << 24;
+
+/// Incremental header scanner for one direction.
+#[derive(Clone, Debug)]
+struct Scan {
+    phase: FramePhase,
+    hdr: [u8; 6],
+    have: usize,
+    /// Body bytes of the current message still to skip.
+    skip: usize,
+}
+
+/// One message start seen by a scanner.
+#[derive(Clone, Copy, Debug)]
+struct Msg {
+    tag: u8,
+    /// First body byte (only for server `Z`).
+    first: Option<u8>,
+    /// Offset of the message's first byte from the chunk's start; negative
+    /// when its header began in an earlier chunk.
+    at: isize,
+}
+
+impl Scan {
+    fn new(phase: FramePhase) -> Self {
+        Scan {
+            phase,
+            hdr: [0; 6],
+            have: 0,
+            skip: 0,
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.have == 0 && self.skip == 0
+    }
+
+    /// Feeds `chunk`; calls `on` for every message whose header completes.
+    /// `on` returns false to stop (the rest of the chunk is not consumed);
+    /// returns the bytes consumed.
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        lim: &Limits,
+        mut on: impl FnMut(Msg) -> Result<bool, ProtoError>,
+    ) -> Result<usize, ProtoError> {
+        let mut i = 0usize;
+        while i < chunk.len() {
+            if self.skip > 0 {
+                let n = self.skip.min(chunk.len().saturating_sub(i));
+                self.skip = self.skip.saturating_sub(n);
+                i = i.saturating_add(n);
+                continue;
+            }
+            let start = isize::try_from(i)
+                .unwrap_or(isize::MAX)
+                .saturating_sub(isize::try_from(self.have).unwrap_or(0));
+            let b = chunk.get(i).copied().unwrap_or(0);
+            if let Some(slot) = self.hdr.get_mut(self.have) {
+                *slot = b;
+            }
+            self.have = self.have.saturating_add(1);
+            i = i.saturating_add(1);
+            let head = self.hdr.get(..self.have).unwrap_or(&[]);
+            let Some(h) = parse_header(head, self.phase, lim)? else {
+                continue;
+            };
+            let want_first = self.phase == FramePhase::Server && h.tag == tag::READY_FOR_QUERY;
+            if want_first && self.have < 6 {
+                continue;
+            }
+            let first = if want_first {
+                self.hdr.get(5).copied()
+            } else {
+                None
+            };
+            let body = h.len.saturating_sub(4);
+            self.skip = body.saturating_sub(usize::from(want_first));
+            self.have = 0;
+            let go_on = on(Msg {
+                tag: h.tag,
+                first,
+                at: start,
+            })?;
+            if !go_on {
+                return Ok(i);
+            }
+        }
+        Ok(i)
+    }
+}
+
+/// What the pool must do next with a server whose client left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Not reusable: close it (the reason is logged).
+    Close(String),
+    /// Abort the client's COPY FROM STDIN.
+    SendCopyFail,
+    /// Close the client's open extended-query cycle.
+    SendSync,
+    /// Responses are still owed: read and drop them.
+    Drain,
+    /// Quiet, inside a transaction: ROLLBACK, then the reset.
+    Rollback,
+    /// Quiet and idle: the reset.
+    Reset,
+}
+
+/// Both directions of one lent server.
+#[derive(Clone, Debug)]
+pub struct ServerTracker {
+    lim: Limits,
+    c: Scan,
+    s: Scan,
+    queue: VecDeque<(Req, u32)>,
+    outstanding: u32,
+    extended_open: bool,
+    copy_in: bool,
+    /// The server ended a COPY FROM STDIN with an error: the client's
+    /// remaining copy messages are dropped by the server.
+    copy_aborted: bool,
+    tx: u8,
+    dirty: Option<&'static str>,
+    terminated: bool,
+}
+
+impl Default for ServerTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerTracker {
+    /// A tracker for a server at rest (ReadyForQuery `I` seen, nothing sent).
+    pub fn new() -> Self {
+        ServerTracker {
+            lim: Limits::default(),
+            c: Scan::new(FramePhase::Client),
+            s: Scan::new(FramePhase::Server),
+            queue: VecDeque::new(),
+            outstanding: 0,
+            extended_open: false,
+            copy_in: false,
+            copy_aborted: false,
+            tx: b'I',
+            dirty: None,
+            terminated: false,
+        }
+    }
+
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding
+    }
+
+    pub fn tx_status(&self) -> u8 {
+        self.tx
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.is_some()
+    }
+
+    pub fn terminated(&self) -> bool {
+        self.terminated
+    }
+
+    /// Every request answered, no cycle or COPY open, both directions at a
+    /// message boundary, transaction idle, nothing doubtful.
+    pub fn is_idle(&self) -> bool {
+        self.quiet() && self.tx == b'I'
+    }
+
+    fn quiet(&self) -> bool {
+        self.dirty.is_none()
+            && self.outstanding == 0
+            && !self.extended_open
+            && !self.copy_in
+            && self.c.at_boundary()
+            && self.s.at_boundary()
+    }
+
+    /// True while the client must not be read (the queue is at its cap).
+    pub fn backpressure(&self) -> bool {
+        self.queue.len() >= MAX_RUNS || self.outstanding >= MAX_OUTSTANDING
+    }
+
+    fn mark(&mut self, why: &'static str) {
+        if self.dirty.is_none() {
+            self.dirty = Some(why);
+        }
+    }
+
+    fn push(&mut self, r: Req) {
+        self.outstanding = self.outstanding.saturating_add(1);
+        match self.queue.back_mut() {
+            Some((k, n)) if *k == r => *n = n.saturating_add(1),
+            _ => self.queue.push_back((r, 1)),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Req> {
+        let (k, n) = self.queue.front_mut()?;
+        let k = *k;
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.queue.pop_front();
+        }
+        self.outstanding = self.outstanding.saturating_sub(1);
+        Some(k)
+    }
+
+    fn on_client_msg(&mut self, t: u8) {
+        match t {
+            tag::QUERY | tag::FUNCTION_CALL => {
+                if self.extended_open {
+                    self.mark("Query or FunctionCall inside an open extended-query cycle");
+                }
+                if self.copy_in {
+                    self.mark("Query during COPY FROM STDIN");
+                }
+                self.push(Req::Simple);
+            }
+            tag::SYNC => {
+                if self.copy_in {
+                    // Ignored by the backend during copy-in: no Z will pair.
+                    self.mark("Sync during COPY FROM STDIN");
+                }
+                self.extended_open = false;
+                self.push(Req::Sync);
+            }
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::FLUSH => {
+                if self.copy_in {
+                    self.mark("extended-query message during COPY FROM STDIN");
+                }
+                self.extended_open = true;
+            }
+            tag::COPY_DATA => {
+                if !self.copy_in && !self.copy_aborted {
+                    self.mark("CopyData outside COPY FROM STDIN");
+                }
+            }
+            tag::COPY_DONE | tag::COPY_FAIL => {
+                if self.copy_in {
+                    self.copy_in = false;
+                } else if self.copy_aborted {
+                    self.copy_aborted = false;
+                } else {
+                    self.mark("CopyDone/CopyFail outside COPY FROM STDIN");
+                }
+            }
+            _ => self.mark("unexpected client message in a pooled session"),
+        }
+    }
+
+    fn on_server_msg(&mut self, t: u8, first: Option<u8>) {
+        match t {
+            tag::READY_FOR_QUERY => {
+                if self.pop().is_none() {
+                    self.mark("ReadyForQuery nobody asked for");
+                }
+                self.tx = first.unwrap_or(b'?');
+                if !matches!(self.tx, b'I' | b'T' | b'E') {
+                    self.mark("unknown transaction status");
+                }
+                // A ReadyForQuery ends any COPY of its request.
+                self.copy_in = false;
+            }
+            tag::COPY_IN_RESPONSE => match self.queue.front() {
+                Some((Req::Simple, _)) => {
+                    self.copy_in = true;
+                    self.copy_aborted = false;
+                }
+                _ => self.mark("COPY FROM STDIN in an extended-query cycle"),
+            },
+            tag::COPY_BOTH_RESPONSE => self.mark("CopyBoth (replication) on a pooled server"),
+            tag::ERROR_RESPONSE if self.copy_in => {
+                self.copy_in = false;
+                self.copy_aborted = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Bytes at the end of the client stream that start a message header not
+    /// yet complete: not to be forwarded yet (it may be a Terminate).
+    pub fn client_partial_header(&self) -> usize {
+        self.c.have
+    }
+
+    /// The client is gone with an incomplete header held back (never
+    /// forwarded): forget it.
+    pub fn abandon_partial_client_header(&mut self) {
+        if self.c.skip == 0 {
+            self.c.have = 0;
+        }
+    }
+
+    /// Client → server bytes, in order, as read from the client. Returns the
+    /// offset from `chunk`'s start of a Terminate (negative when its header
+    /// began in an earlier chunk): that message and everything after it must
+    /// not be forwarded, and nothing more is scanned.
+    pub fn client_bytes(&mut self, chunk: &[u8]) -> Result<Option<isize>, ProtoError> {
+        if self.terminated {
+            return Ok(None);
+        }
+        let lim = self.lim;
+        let mut c = self.c.clone();
+        let mut found = None;
+        let mut msgs: Vec<u8> = Vec::new();
+        c.feed(chunk, &lim, |m| {
+            if m.tag == tag::TERMINATE {
+                found = Some(m.at);
+                return Ok(false);
+            }
+            msgs.push(m.tag);
+            Ok(true)
+        })?;
+        self.c = c;
+        for t in msgs {
+            self.on_client_msg(t);
+        }
+        if found.is_some() {
+            self.terminated = true;
+            // The Terminate's own header is not part of the stream.
+            self.c = Scan::new(FramePhase::Client);
+        }
+        Ok(found)
+    }
+
+    /// Server → client bytes, in order.
+    pub fn server_bytes(&mut self, chunk: &[u8]) -> Result<(), ProtoError> {
+        let lim = self.lim;
+        let mut s = self.s.clone();
+        let mut msgs: Vec<(u8, Option<u8>)> = Vec::new();
+        s.feed(chunk, &lim, |m| {
+            msgs.push((m.tag, m.first));
+            Ok(true)
+        })?;
+        self.s = s;
+        for (t, f) in msgs {
+            self.on_server_msg(t, f);
+        }
+        Ok(())
+    }
+
+    /// Whole messages the proxy itself sends on the link (CopyFail, Sync).
+    pub fn sent_by_proxy(&mut self, msgs: &[u8]) -> Result<(), ProtoError> {
+        if !self.c.at_boundary() {
+            return Err(ProtoError::BadValue(
+                "proxy message inside a client message",
+            ));
+        }
+        let lim = self.lim;
+        let mut c = self.c.clone();
+        let mut tags = Vec::new();
+        c.feed(msgs, &lim, |m| {
+            tags.push(m.tag);
+            Ok(true)
+        })?;
+        self.c = c;
+        for t in tags {
+            self.on_client_msg(t);
+        }
+        Ok(())
+    }
+
+    /// The next step of the release sequence (the client is gone).
+    pub fn release_step(&self) -> Release {
+        if let Some(why) = self.dirty {
+            return Release::Close(why.to_string());
+        }
+        if !self.c.at_boundary() {
+            return Release::Close("the client left in the middle of a message".into());
+        }
+        if self.copy_in {
+            return Release::SendCopyFail;
+        }
+        if self.extended_open {
+            return Release::SendSync;
+        }
+        if self.outstanding > 0 || !self.s.at_boundary() {
+            return Release::Drain;
+        }
+        match self.tx {
+            b'I' => Release::Reset,
+            _ => Release::Rollback,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
