@@ -5,8 +5,11 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
-use pgvpd::config::{self, Command, Config, PoolMode, UpstreamTls};
-use pgvpd::conn::SessionConfig;
+use pgvpd::auth::userlist::{Secret, UserList};
+use pgvpd::config::{self, Command, Config, PoolAuthMethod, PoolMode, UpstreamTls};
+use pgvpd::conn::pool_auth::{AuthDb, Method};
+use pgvpd::conn::server::UpstreamSecret;
+use pgvpd::conn::{PoolSettings, SessionConfig};
 use pgvpd::reactor::{self, Shared, WorkerSettings};
 use pgvpd::sys::{self, Signal};
 use pgvpd::tls;
@@ -15,8 +18,11 @@ use pgvpd::{error, info, log, warn};
 /// Settings accepted for pgvpd 1.0 compatibility whose feature is not in this
 /// build yet: refusing to start is safer than silently ignoring them.
 fn not_yet_supported(c: &Config) -> Option<&'static str> {
-    if c.pool_mode != PoolMode::None {
-        return Some("pool_mode = session/transaction");
+    if c.pool_mode == PoolMode::Transaction {
+        return Some("pool_mode = transaction");
+    }
+    if c.pool_mode == PoolMode::Session && c.workers > 1 {
+        return Some("pool_mode = session with workers > 1");
     }
     if c.resolvers.is_some() {
         return Some("resolvers");
@@ -104,6 +110,94 @@ fn reload_tls(c: &Config, slot: &RwLock<Arc<rustls::ServerConfig>>) {
     }
 }
 
+/// Random bytes from the TLS provider's CSPRNG (no `rand` crate).
+fn random<const N: usize>() -> Result<[u8; N], String> {
+    let mut b = [0u8; N];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut b)
+        .map_err(|_| "the system random number generator failed".to_string())?;
+    Ok(b)
+}
+
+/// Reads a userlist-format file; errors name the key, file and line.
+fn read_userlist(key: &str, path: &std::path::Path) -> Result<UserList, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+    UserList::parse(&text).map_err(|e| format!("{key}: {}: {e}", path.display()))
+}
+
+/// `pool_mode = session`: the secrets and settings of the pool.
+fn load_pool(c: &Config) -> Result<(Arc<PoolSettings>, Arc<reactor::PoolRuntime>), String> {
+    let users = match &c.auth_file {
+        Some(p) => Some(read_userlist("auth_file", p)?),
+        None => None,
+    };
+    let method = match c.pool_auth_method {
+        PoolAuthMethod::ScramSha256 => Method::ScramSha256,
+        PoolAuthMethod::Cleartext => Method::Cleartext,
+    };
+    let mut salt_err = None;
+    let auth = AuthDb::new(
+        method,
+        c.pool_allow_insecure_cleartext,
+        c.pool_password.as_deref().filter(|p| !p.is_empty()),
+        users,
+        || {
+            random::<16>().unwrap_or_else(|e| {
+                salt_err = Some(e);
+                [0; 16]
+            })
+        },
+        random::<32>()?,
+    )?;
+    if let Some(e) = salt_err {
+        return Err(e);
+    }
+    let mut upstream_secrets = std::collections::HashMap::new();
+    if let Some(p) = &c.upstream_auth_file {
+        for (name, secret) in read_userlist("upstream_auth_file", p)?.into_entries() {
+            let s = match secret {
+                Secret::Plain(pw) => UpstreamSecret::Plain(pw.into_bytes()),
+                Secret::Md5(h) => UpstreamSecret::Md5Hash(h),
+                Secret::Scram(_) => {
+                    return Err(format!(
+                        "upstream_auth_file: {}: the entry for \"{name}\" is a SCRAM verifier; \
+                         the proxy needs the password (or an md5 hash for MD5 servers)",
+                        p.display()
+                    ));
+                }
+            };
+            upstream_secrets.insert(name, s);
+        }
+    }
+    let session = SessionConfig::from_config(c);
+    let settings = PoolSettings {
+        roles: c.pool_roles.clone(),
+        auth: Arc::new(auth),
+        checkout_timeout: c.pool_checkout_timeout,
+    };
+    let rt = reactor::PoolRuntime {
+        pool_size: c.pool_size,
+        idle_timeout: c.pool_idle_timeout,
+        lifetime: (!c.server_lifetime.is_zero()).then_some(c.server_lifetime),
+        reset_query: c.server_reset_query.clone(),
+        reset_timeout: c.server_reset_timeout,
+        check_query: c
+            .server_check_query
+            .clone()
+            .filter(|q| !q.trim().is_empty()),
+        check_delay: c.server_check_delay,
+        upstream_password: c.upstream_password.clone().map(String::into_bytes),
+        upstream_secrets,
+        upstream_tls: session.upstream_tls,
+        limits: session.limits,
+        login_timeout: c.handshake_timeout,
+        cancel: Arc::new(pgvpd::pool::cancel::CancelMap::default()),
+    };
+    Ok((Arc::new(settings), Arc::new(rt)))
+}
+
 fn bind(host: &str, port: u16) -> Result<TcpListener, String> {
     TcpListener::bind((host, port)).map_err(|e| format!("cannot listen on {host}:{port}: {e}"))
 }
@@ -152,14 +246,29 @@ fn run(cfg: Config) -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let shared = Arc::new(Shared::default());
+    let mut session = SessionConfig::from_config(&cfg);
+    let mut pool_rt = None;
+    if cfg.pool_mode == PoolMode::Session {
+        match load_pool(&cfg) {
+            Ok((s, rt)) => {
+                session.pool = Some(s);
+                pool_rt = Some(rt);
+            }
+            Err(e) => {
+                error!("startup_failed", error = e);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let settings = WorkerSettings {
-        session: Arc::new(SessionConfig::from_config(&cfg)),
+        session: Arc::new(session),
         upstream: upstream.clone().into(),
         max_client_conn: usize::try_from(cfg.max_client_conn).unwrap_or(usize::MAX),
         shutdown_timeout: cfg.shutdown_timeout,
         tls_server: tls_setup.server.clone(),
         tls_client: tls_setup.client.clone(),
         upstream_name: tls_setup.upstream_name.clone(),
+        pool: pool_rt,
     };
     let workers = match reactor::spawn_workers(
         cfg.workers,

@@ -26,6 +26,20 @@ pub struct Stats {
     pub cancels_forwarded: AtomicU64,
     /// Times accepting paused because file descriptors ran out.
     pub accept_pauses: AtomicU64,
+    /// Pooled clients whose password or SCRAM proof was wrong.
+    pub auth_failures: AtomicU64,
+    /// Servers lent to clients (pgvpd 1.0's `pool_checkouts`).
+    pub pool_checkouts: AtomicU64,
+    /// Lent servers that were idle before (`pool_reuses`).
+    pub pool_reuses: AtomicU64,
+    /// Server connections attempted for a pool (`pool_creates`).
+    pub pool_creates: AtomicU64,
+    /// Servers proved idle and returned after a client (`pool_checkins`).
+    pub pool_checkins: AtomicU64,
+    /// Pooled servers closed (failed, dirty, reaped, too old) (`pool_discards`).
+    pub pool_discards: AtomicU64,
+    /// Clients that waited past `pool_checkout_timeout` (`pool_timeouts`).
+    pub pool_timeouts: AtomicU64,
 }
 
 impl Stats {
@@ -41,6 +55,13 @@ impl Stats {
             handshake_timeouts: AtomicU64::new(0),
             cancels_forwarded: AtomicU64::new(0),
             accept_pauses: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            pool_checkouts: AtomicU64::new(0),
+            pool_reuses: AtomicU64::new(0),
+            pool_creates: AtomicU64::new(0),
+            pool_checkins: AtomicU64::new(0),
+            pool_discards: AtomicU64::new(0),
+            pool_timeouts: AtomicU64::new(0),
         }
     }
 }

@@ -556,6 +556,7 @@ pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
         limits: Limits::default(),
         client_tls: crate::conn::ClientTlsMode::Disable,
         upstream_tls: crate::conn::UpstreamTlsMode::Disable,
+        pool: None,
     };
     vec![
         base.clone(),
@@ -873,6 +874,10 @@ impl ConnHarness {
                 // The fuzzed configurations have TLS disabled on both sides.
                 Action::StartClientTls { .. } | Action::StartServerTls => {
                     panic!("TLS action {a:?} with TLS disabled");
+                }
+                // The fuzzed configurations are passthrough.
+                Action::Checkout | Action::ReleaseServer => {
+                    panic!("pool action {a:?} in passthrough");
                 }
             }
         }

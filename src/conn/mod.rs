@@ -31,14 +31,18 @@
 
 mod inject;
 pub mod params;
+pub mod pool_auth;
 #[cfg(test)]
 mod scenarios;
 pub mod server;
 mod session;
 mod timers;
+pub mod tracker;
 pub mod username;
 
-pub use session::{ClientTlsMode, SCRAM_NONCE_LEN, Session, SessionConfig, UpstreamTlsMode};
+pub use session::{
+    ClientTlsMode, PoolSettings, SCRAM_NONCE_LEN, Session, SessionConfig, UpstreamTlsMode,
+};
 pub use timers::{TimerKind, TimerTable};
 
 /// Which socket of a session.
@@ -61,6 +65,12 @@ pub enum Action {
     StartClientTls { direct: bool },
     /// Start the TLS handshake on the upstream socket.
     StartServerTls,
+    /// Pool mode: the client is authenticated; lend it a server of
+    /// `Session::pool_key()` (now, or when one is free).
+    Checkout,
+    /// Pool mode: the client ended; take the server back with
+    /// `Session::take_server` and run the release sequence on it.
+    ReleaseServer,
 }
 
 /// Why a session ended. Logged once by the reactor and counted.
@@ -85,6 +95,7 @@ pub enum CloseReason {
     TooManyClients,
     TlsRequired,
     TlsFailed,
+    PoolTimeout,
     IoError,
     Panic,
 }
@@ -111,6 +122,7 @@ impl CloseReason {
             CloseReason::TooManyClients => "too_many_clients",
             CloseReason::TlsRequired => "tls_required",
             CloseReason::TlsFailed => "tls_failed",
+            CloseReason::PoolTimeout => "pool_checkout_timeout",
             CloseReason::IoError => "io_error",
             CloseReason::Panic => "panic",
         }

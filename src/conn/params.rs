@@ -72,9 +72,9 @@ pub fn settings(startup: &[(&str, &str)]) -> Result<Vec<(String, String)>, Refus
                 put(&name, &value)?;
             }
         } else if k.starts_with("_pq_.") {
-            return Err(Refused(format!(
-                "protocol extension \"{k}\" is not supported"
-            )));
+            // Protocol options: the caller lists them as unrecognized in its
+            // NegotiateProtocolVersion; they are not settings.
+            continue;
         } else {
             put(k, v)?;
         }
@@ -202,13 +202,17 @@ mod tests {
             ("options", "-D /tmp"),
             ("options", "-c"),
             ("options", "-c noequals"),
-            ("_pq_.something", "1"),
         ] {
             let err = s(&[(k, v)]).expect_err(&format!("{k}={v} must be refused"));
             assert!(!err.0.is_empty());
         }
         let err = s(&[("options", "-c app.current_tenant_id=other")]).unwrap_err();
         assert!(err.0.contains("app.current_tenant_id"), "{}", err.0);
+    }
+
+    #[test]
+    fn protocol_options_are_not_settings() {
+        assert_eq!(s(&[("_pq_.something", "1")]).unwrap(), vec![]);
     }
 
     #[test]

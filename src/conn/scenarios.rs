@@ -46,6 +46,7 @@ fn cfg() -> SessionConfig {
         limits: Limits::default(),
         client_tls: crate::conn::ClientTlsMode::Disable,
         upstream_tls: crate::conn::UpstreamTlsMode::Disable,
+        pool: None,
     }
 }
 

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::session::{SCRAM_NONCE_LEN, UpstreamTlsMode};
+use super::tracker::{Release, ServerTracker};
 use crate::auth::md5::md5_password_response;
 use crate::auth::scram::{self, ScramClient};
 use crate::buf::{BufPool, ByteRing};
@@ -109,6 +110,13 @@ enum Phase {
     Starting,
     Idle,
     Lent,
+    /// Back from a client: the tracker says what is still owed (responses
+    /// to drain, an open COPY or extended cycle to close) before the
+    /// ROLLBACK/reset queries (`then`) may be sent.
+    Releasing {
+        tracker: Box<ServerTracker>,
+        then: Vec<(QueryKind, Vec<u8>)>,
+    },
     /// Queries sent, in order; each must be answered before the next.
     Running {
         queue: VecDeque<QueryKind>,
@@ -127,6 +135,7 @@ impl Phase {
             Phase::Starting => "startup",
             Phase::Idle => "idle",
             Phase::Lent => "lent",
+            Phase::Releasing { .. } => "release",
             Phase::Running { .. } => "reset",
             Phase::Failed => "failed",
         }
@@ -151,6 +160,20 @@ pub struct ServerLink {
     pub created: Instant,
     /// When the link last became idle.
     pub idle_since: Option<Instant>,
+    /// Its place in the pool: given back when the link is dropped, wherever
+    /// it is (the pool's idle stack, a client session, a release).
+    pub slot: Option<crate::pool::Slot>,
+}
+
+impl std::fmt::Debug for ServerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerLink")
+            .field("role", &self.cfg.role)
+            .field("database", &self.cfg.database)
+            .field("phase", &self.phase.name())
+            .field("backend_key", &self.backend_key.as_ref().map(|k| k.0))
+            .finish()
+    }
 }
 
 fn failure(sqlstate: &str, message: impl Into<String>) -> LinkFailure {
@@ -178,6 +201,7 @@ impl ServerLink {
             backend_key: None,
             created: now,
             idle_since: None,
+            slot: None,
         }
     }
 
@@ -370,6 +394,74 @@ impl ServerLink {
         self.deadline = now.checked_add(self.cfg.query_timeout).or(Some(now));
     }
 
+    /// The link comes back from a client with the tracker of its relay:
+    /// finish what the client left (bounded by `query_timeout`), then run
+    /// `reset` (preceded by `ROLLBACK` if a transaction is open).
+    pub fn begin_release(
+        &mut self,
+        tracker: ServerTracker,
+        reset: &[(QueryKind, &[u8])],
+        now: Instant,
+    ) {
+        if !matches!(self.phase, Phase::Lent) {
+            self.fail(failure("XX000", "release of a link that was not lent"));
+            return;
+        }
+        self.deadline = now.checked_add(self.cfg.query_timeout).or(Some(now));
+        self.phase = Phase::Releasing {
+            tracker: Box::new(tracker),
+            then: reset.iter().map(|(k, q)| (*k, q.to_vec())).collect(),
+        };
+        self.step_release(now);
+    }
+
+    /// Advances the release as far as it can without server input.
+    fn step_release(&mut self, now: Instant) {
+        // Each round either sends one message, waits, or leaves the phase.
+        for _ in 0..4 {
+            let Phase::Releasing { tracker, .. } = &mut self.phase else {
+                return;
+            };
+            let mut msg = Vec::new();
+            match tracker.release_step() {
+                Release::Drain => return,
+                Release::Close(why) => {
+                    self.fail(failure(
+                        "08006",
+                        format!("pooled server not reusable: {why}"),
+                    ));
+                    return;
+                }
+                Release::SendCopyFail => {
+                    if encode::copy_fail(&mut msg, b"client disconnected").is_err() {
+                        self.fail(failure("XX000", "cannot encode CopyFail"));
+                        return;
+                    }
+                }
+                Release::SendSync => encode::sync(&mut msg),
+                Release::Rollback | Release::Reset => {
+                    let rollback = matches!(tracker.release_step(), Release::Rollback);
+                    let old = std::mem::replace(&mut self.phase, Phase::Lent);
+                    let Phase::Releasing { then, .. } = old else {
+                        return;
+                    };
+                    let mut qs: Vec<(QueryKind, &[u8])> = Vec::new();
+                    if rollback {
+                        qs.push((QueryKind::Rollback, b"ROLLBACK"));
+                    }
+                    qs.extend(then.iter().map(|(k, q)| (*k, q.as_slice())));
+                    self.begin_queries(&qs, now);
+                    return;
+                }
+            }
+            if let Err(e) = tracker.sent_by_proxy(&msg) {
+                self.violation(e);
+                return;
+            }
+            self.tx.extend_from_slice(&msg);
+        }
+    }
+
     fn become_idle(&mut self, now: Instant) {
         self.phase = Phase::Idle;
         self.deadline = None;
@@ -389,6 +481,23 @@ impl ServerLink {
             let Some(mut ring) = self.rx.take() else {
                 return;
             };
+            if let Phase::Releasing { tracker, .. } = &mut self.phase {
+                // Responses the client will never read: counted, then dropped.
+                let (a, b) = ring.readable();
+                let fed = tracker
+                    .server_bytes(a)
+                    .and_then(|()| tracker.server_bytes(b));
+                ring.clear();
+                self.rx = Some(ring);
+                match fed {
+                    Ok(()) => self.step_release(now),
+                    Err(e) => self.violation(e),
+                }
+                if matches!(self.phase, Phase::Releasing { .. }) {
+                    return;
+                }
+                continue;
+            }
             if matches!(self.phase, Phase::Ssl) {
                 let progressed = self.step_ssl(&mut ring);
                 self.rx = Some(ring);

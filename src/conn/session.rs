@@ -22,7 +22,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod pool;
+
+pub use pool::PoolSettings;
+
 use super::inject::{self, Fed, Step};
+use super::server::ServerLink;
 use super::timers::{TimerKind, TimerTable};
 use super::username::{self, UserKind};
 use super::{Action, CloseReason, Side};
@@ -66,6 +71,9 @@ pub struct SessionConfig {
     pub client_tls: ClientTlsMode,
     /// How the upstream connection is encrypted.
     pub upstream_tls: UpstreamTlsMode,
+    /// `pool_mode = session`: tenants are authenticated by the proxy and
+    /// served by pooled servers (None: passthrough).
+    pub pool: Option<Arc<pool::PoolSettings>>,
 }
 
 /// Client-facing TLS policy.
@@ -116,6 +124,7 @@ impl SessionConfig {
                 _ if c.upstream_tls_direct => UpstreamTlsMode::Direct,
                 _ => UpstreamTlsMode::Require,
             },
+            pool: None,
         }
     }
 }
@@ -134,6 +143,8 @@ struct Handshake {
     then: AfterStartup,
     /// The upstream link is TLS (SASL `-PLUS` mechanisms are hidden from the client).
     server_tls: bool,
+    /// Pool mode: the pooled server lent to this client (during `Injecting`).
+    link: Option<Box<ServerLink>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,8 +179,13 @@ enum ClientAnswer {
 
 #[derive(Debug)]
 enum Phase {
-    Startup { negotiations: u8, tls: bool },
-    ClientTlsPending { negotiations: u8 },
+    Startup {
+        negotiations: u8,
+        tls: bool,
+    },
+    ClientTlsPending {
+        negotiations: u8,
+    },
     Connecting(Box<Handshake>),
     UpstreamSsl(Box<Handshake>),
     UpstreamTlsPending(Box<Handshake>),
@@ -177,9 +193,17 @@ enum Phase {
     PostAuth(Box<Handshake>),
     Injecting(Box<Handshake>, Step),
     Transparent,
+    /// Pool mode: the proxy authenticates the client.
+    PoolAuth(Box<Handshake>, Box<crate::conn::pool_auth::ClientAuth>),
+    /// Pool mode: authenticated, queued for a server; client bytes are held.
+    PoolWait(Box<Handshake>),
+    /// Pool mode: relaying with a lent server, every message counted.
+    PoolRelay(Box<pool::Relay>),
     CancelConnecting,
     CancelSending,
-    Draining { toward: Side },
+    Draining {
+        toward: Side,
+    },
     Closed,
     Poisoned,
 }
@@ -195,6 +219,9 @@ impl Phase {
             Phase::PostAuth(_) => "post-auth",
             Phase::Injecting(..) => "context injection",
             Phase::Transparent => "transparent",
+            Phase::PoolAuth(..) => "pool authentication",
+            Phase::PoolWait(_) => "pool wait",
+            Phase::PoolRelay(_) => "pooled",
             Phase::CancelSending => "cancel",
             Phase::Draining { .. } => "draining",
             Phase::Closed => "closed",
@@ -228,6 +255,16 @@ pub struct Session {
     /// Set when the client link is TLS: the nonce for an upstream SCRAM
     /// exchange run by the proxy (see `AuthStep::Scram`).
     scram_nonce: Option<[u8; SCRAM_NONCE_LEN]>,
+    /// Pool mode: the peer is on a loopback address (cleartext passwords allowed).
+    peer_loopback: bool,
+    /// Pool mode: random bytes for the proxy's SCRAM server nonce.
+    pool_nonce: [u8; SCRAM_NONCE_LEN],
+    /// Pool mode: the client's allowed startup settings, applied on each lent server.
+    pool_settings: Vec<(String, String)>,
+    /// Pool mode: the proxy-issued cancel key shown to the client.
+    client_key: Option<(i32, [u8; 4])>,
+    /// The key of a CancelRequest this connection carries.
+    cancel_key: Option<(i32, Vec<u8>)>,
     pub info: SessionInfo,
 }
 
@@ -250,8 +287,39 @@ impl Session {
             close: None,
             wipe_rings: true,
             scram_nonce: None,
+            peer_loopback: false,
+            pool_nonce: [0; SCRAM_NONCE_LEN],
+            pool_settings: Vec::new(),
+            client_key: None,
+            cancel_key: None,
             info: SessionInfo::default(),
         }
+    }
+
+    /// The (pid, key) of the CancelRequest this connection forwards.
+    pub fn cancel_key(&self) -> Option<&(i32, Vec<u8>)> {
+        match self.phase {
+            Phase::CancelConnecting => self.cancel_key.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Pool mode: forward the cancel with the key of the backend serving
+    /// the client now, in place of the proxy-issued one.
+    pub fn retarget_cancel(&mut self, pid: i32, key: &[u8]) {
+        if matches!(self.phase, Phase::CancelConnecting) {
+            self.to_server.clear();
+            if encode::cancel_request(&mut self.to_server, pid, key).is_err() {
+                self.finish(CloseReason::CancelForwarded, "bad backend key".into());
+            }
+        }
+    }
+
+    /// Facts about the peer the reactor knows at accept (pool mode uses them):
+    /// whether it is on a loopback address, and fresh random bytes.
+    pub fn set_peer(&mut self, loopback: bool, nonce: [u8; SCRAM_NONCE_LEN]) {
+        self.peer_loopback = loopback;
+        self.pool_nonce = nonce;
     }
 
     // ----------------------------------------------------------------- outputs
@@ -291,7 +359,7 @@ impl Session {
     }
 
     fn relaying(&self) -> bool {
-        matches!(self.phase, Phase::Transparent)
+        matches!(self.phase, Phase::Transparent | Phase::PoolRelay(_))
     }
 
     pub fn wants_client_read(&self) -> bool {
@@ -305,7 +373,9 @@ impl Session {
                 | Phase::PostAuth(_)
                 | Phase::Injecting(..)
                 | Phase::Transparent
-        );
+                | Phase::PoolAuth(..)
+                | Phase::PoolWait(_)
+        ) || self.pooled_wants_client_read();
         open && self.to_client.len() < OUT_CAP && !self.c2s.as_ref().is_some_and(|r| r.is_full())
     }
 
@@ -317,6 +387,7 @@ impl Session {
                 | Phase::PostAuth(_)
                 | Phase::Injecting(..)
                 | Phase::Transparent
+                | Phase::PoolRelay(_)
         );
         open && self.to_client.len() < OUT_CAP && !self.s2c.as_ref().is_some_and(|r| r.is_full())
     }
@@ -329,6 +400,7 @@ impl Session {
         match (&self.phase, &self.s2c) {
             (
                 Phase::Transparent
+                | Phase::PoolRelay(_)
                 | Phase::Draining {
                     toward: Side::Client,
                 },
@@ -345,6 +417,9 @@ impl Session {
         }
         if !self.to_server.is_empty() {
             return (&self.to_server, &[]);
+        }
+        if matches!(self.phase, Phase::PoolRelay(_)) {
+            return self.pooled_server_output();
         }
         match (&self.phase, &self.c2s) {
             (
@@ -378,6 +453,7 @@ impl Session {
         if let Some(r) = self.c2s.as_mut() {
             r.commit(n);
         }
+        self.scan_client(n, now);
         self.process(now);
     }
 
@@ -385,6 +461,7 @@ impl Session {
         if let Some(r) = self.s2c.as_mut() {
             r.commit(n);
         }
+        self.scan_server(n, now);
         self.process(now);
     }
 
@@ -400,6 +477,7 @@ impl Session {
                     self.finish(CloseReason::ClientEof, String::new());
                 }
             }
+            Phase::PoolRelay(_) => self.pooled_client_eof(),
             Phase::CancelConnecting
             | Phase::CancelSending
             | Phase::Draining { .. }
@@ -414,7 +492,7 @@ impl Session {
     /// The server closed its side (or reset).
     pub fn handle_server_eof(&mut self, now: Instant) {
         match self.phase {
-            Phase::Transparent => {
+            Phase::Transparent | Phase::PoolRelay(_) => {
                 let pending =
                     !self.to_client.is_empty() || self.s2c.as_ref().is_some_and(|r| !r.is_empty());
                 if pending {
@@ -462,6 +540,7 @@ impl Session {
             }
         } else if let Some(r) = self.c2s.as_mut() {
             r.consume(n);
+            self.pooled_forwarded(n);
         }
         self.after_write(pool, now);
     }
@@ -613,6 +692,7 @@ impl Session {
                         );
                     }
                 }
+                TimerKind::Checkout => self.checkout_timed_out(now),
                 TimerKind::Drain => {
                     let reason = self
                         .close
@@ -677,6 +757,10 @@ impl Session {
                 self.finish(CloseReason::CancelForwarded, String::new());
             }
             Phase::Transparent => self.release_idle_buffers(pool),
+            Phase::PoolRelay(_) => {
+                self.release_idle_buffers(pool);
+                self.check_release();
+            }
             _ => {}
         }
         // Output drained below the cap: input may be consumed again.
@@ -750,6 +834,7 @@ impl Session {
             }
             let progressed = match self.phase {
                 Phase::Startup { .. } => self.step_startup(now),
+                Phase::PoolAuth(..) => self.step_pool_auth(now),
                 Phase::UpstreamSsl(_) => self.step_upstream_ssl(now),
                 Phase::Authenticating(_, AuthStep::AwaitClient { .. }) => {
                     self.step_client_auth(now) || self.step_server(now)
@@ -938,8 +1023,11 @@ impl Session {
                 }
                 true
             }
-            StartupPacket::Cancel(_) => {
+            StartupPacket::Cancel(c) => {
                 // Passthrough clients hold the real upstream key: forward verbatim.
+                // Pool mode: the reactor maps a proxy-issued key first
+                // (`cancel_key` / `retarget_cancel`).
+                self.cancel_key = Some((c.pid, c.key.to_vec()));
                 self.to_server.extend_from_slice(wire);
                 self.phase = Phase::CancelConnecting;
                 self.timers.clear(TimerKind::Handshake);
@@ -980,6 +1068,7 @@ impl Session {
                             startup: wire.to_vec(),
                             then: AfterStartup::Relay,
                             server_tls: false,
+                            link: None,
                         };
                         self.phase = Phase::Connecting(Box::new(hs));
                         self.connect(now);
@@ -995,6 +1084,12 @@ impl Session {
                                 CloseReason::TenantDenied,
                                 now,
                             );
+                            return true;
+                        }
+                        if let Some(pool) = self.cfg.pool.clone() {
+                            let values: Vec<String> =
+                                values.iter().map(|v| v.to_string()).collect();
+                            self.start_pooled(&s, role, values, &pool, tls, now);
                             return true;
                         }
                         // Rewritten startup: every client parameter kept in order,
@@ -1020,6 +1115,7 @@ impl Session {
                             startup,
                             then: AfterStartup::Authenticate,
                             server_tls: false,
+                            link: None,
                         };
                         self.phase = Phase::Connecting(Box::new(hs));
                         self.connect(now);
@@ -1234,10 +1330,14 @@ impl Session {
                     });
                 }
             },
-            Phase::Injecting(hs, step) => {
+            Phase::Injecting(mut hs, step) => {
                 if t == tag::PARAMETER_STATUS {
-                    backend::decode_parameter_status(body)?;
-                    self.to_client.extend_from_slice(wire);
+                    let ps = backend::decode_parameter_status(body)?;
+                    match hs.link.as_mut() {
+                        // Pool mode: shown to the client all at once when done.
+                        Some(link) => link.note_param(ps.name, ps.value),
+                        None => self.to_client.extend_from_slice(wire),
+                    }
                     Phase::Injecting(hs, step)
                 } else {
                     let row_owned;
@@ -1252,6 +1352,7 @@ impl Session {
                     }
                     match inject::feed(step, t, row, status) {
                         Fed::More(next) => Phase::Injecting(hs, next),
+                        Fed::Done if hs.link.is_some() => self.pooled_started(hs.link.take()),
                         Fed::Done => {
                             encode::ready_for_query(&mut self.to_client, b'I');
                             self.timers.clear(TimerKind::Handshake);

@@ -12,11 +12,18 @@ pub enum TimerKind {
     Connect = 1,
     /// Flushing the last bytes before a close.
     Drain = 2,
+    /// Waiting in a pool's queue for a server (`pool_checkout_timeout`).
+    Checkout = 3,
 }
 
 impl TimerKind {
-    pub const COUNT: usize = 3;
-    pub const ALL: [TimerKind; 3] = [TimerKind::Handshake, TimerKind::Connect, TimerKind::Drain];
+    pub const COUNT: usize = 4;
+    pub const ALL: [TimerKind; 4] = [
+        TimerKind::Handshake,
+        TimerKind::Connect,
+        TimerKind::Drain,
+        TimerKind::Checkout,
+    ];
 }
 
 #[derive(Clone, Debug, Default)]

@@ -18,6 +18,8 @@
 //!   (see `conn::tracker`); idle servers are reused newest first, so the
 //!   oldest ones age out by `pool_idle_timeout`.
 
+pub mod cancel;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -188,6 +190,14 @@ impl<S: Copy + Eq, C: Copy + Eq> Pools<S, C> {
         let before = kp.idle.len();
         kp.idle.retain(|(s, _)| *s != server);
         before != kp.idle.len()
+    }
+
+    /// Puts `client` back at the head of the queue (a server promised to it
+    /// failed its check).
+    pub fn requeue_front(&mut self, key: &PoolKey, client: C, now: Instant) {
+        self.entry(key)
+            .waiters
+            .push_front(Waiter { client, since: now });
     }
 
     /// The first waiter of `key`, taken out of the queue (a server creation

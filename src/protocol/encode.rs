@@ -363,6 +363,13 @@ pub fn query(out: &mut Vec<u8>, sql: &[u8]) -> Result<(), ProtoError> {
     message(out, Some(tag::QUERY), |o| put_cstr(o, sql, "query string"))
 }
 
+/// CopyFail (`f`): aborts a COPY FROM STDIN with `reason`.
+pub fn copy_fail(out: &mut Vec<u8>, reason: &[u8]) -> Result<(), ProtoError> {
+    message(out, Some(tag::COPY_FAIL), |o| {
+        put_cstr(o, reason, "CopyFail reason")
+    })
+}
+
 /// Parse with explicit parameter type OIDs (0 = unspecified).
 pub fn parse(
     out: &mut Vec<u8>,

@@ -3,7 +3,7 @@
 //! that touches sockets, mio or the clock. See `docs/architecture.md`,
 //! section "Reactor".
 
-mod deadlines;
+pub(crate) mod deadlines;
 mod slab;
 pub mod token;
 pub mod transport;
@@ -41,6 +41,29 @@ pub struct WorkerSettings {
     /// Upstream TLS configuration and the name to verify (`upstream_host`).
     pub tls_client: Option<Arc<rustls::ClientConfig>>,
     pub upstream_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// `pool_mode = session` (None: passthrough).
+    pub pool: Option<Arc<PoolRuntime>>,
+}
+
+/// What the worker needs to run pools.
+#[derive(Debug)]
+pub struct PoolRuntime {
+    pub pool_size: u32,
+    pub idle_timeout: Duration,
+    /// None: servers live until they fail or idle out.
+    pub lifetime: Option<Duration>,
+    pub reset_query: String,
+    pub reset_timeout: Duration,
+    pub check_query: Option<String>,
+    pub check_delay: Duration,
+    pub upstream_password: Option<Vec<u8>>,
+    /// Per-role upstream secrets (`upstream_auth_file`).
+    pub upstream_secrets: std::collections::HashMap<String, crate::conn::server::UpstreamSecret>,
+    pub upstream_tls: crate::conn::UpstreamTlsMode,
+    pub limits: crate::protocol::Limits,
+    pub login_timeout: Duration,
+    /// Proxy-issued cancel keys (shared by all workers).
+    pub cancel: Arc<crate::pool::cancel::CancelMap>,
 }
 
 /// A running worker thread and the waker that interrupts its poll.

@@ -75,6 +75,11 @@ impl<T> Slab<T> {
         }
     }
 
+    /// The current generation of `slot` (of its value if occupied).
+    pub fn generation(&self, slot: usize) -> u64 {
+        self.entries.get(slot).map_or(0, |e| e.generation)
+    }
+
     /// Frees the slot; its generation advances so old tokens go stale.
     pub fn remove(&mut self, slot: usize) -> Option<T> {
         let e = self.entries.get_mut(slot)?;

@@ -1,6 +1,8 @@
 //! Token layout: `slot | generation << 24 | side << 63`, with the listener and
 //! the waker reserved at the top of the range (their slot bits are all ones,
-//! above `slab::MAX_SLOTS`).
+//! above `slab::MAX_SLOTS`). Pooled servers not lent to a client live in a
+//! second slab; their tokens (and deadline entries) carry `LINK` in the
+//! generation field, above every real generation (`GEN_MASK`).
 
 use crate::conn::Side;
 use mio::Token;
@@ -11,8 +13,10 @@ pub const TLS_LISTENER: Token = Token(usize::MAX - 2);
 
 const SLOT_BITS: u32 = 24;
 const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
-/// Generations use the 39 bits between the slot and the side bit.
-pub const GEN_MASK: u64 = (1 << 39) - 1;
+/// Generations use 38 of the 39 bits between the slot and the side bit.
+pub const GEN_MASK: u64 = (1 << 38) - 1;
+/// The 39th bit: the token names a pooled server in the links slab.
+pub const LINK: u64 = 1 << 38;
 
 pub fn encode(slot: usize, generation: u64, side: Side) -> Token {
     let side_bit = match side {
@@ -22,9 +26,15 @@ pub fn encode(slot: usize, generation: u64, side: Side) -> Token {
     Token((slot & SLOT_MASK) | (((generation & GEN_MASK) as usize) << SLOT_BITS) | side_bit)
 }
 
+/// The token of a pooled server in the links slab.
+pub fn encode_link(slot: usize, generation: u64) -> Token {
+    Token((slot & SLOT_MASK) | ((((generation & GEN_MASK) | LINK) as usize) << SLOT_BITS))
+}
+
+/// (slot, generation, side); a links-slab token has `LINK` set in the generation.
 pub fn decode(t: Token) -> (usize, u64, Side) {
     let slot = t.0 & SLOT_MASK;
-    let generation = ((t.0 >> SLOT_BITS) as u64) & GEN_MASK;
+    let generation = ((t.0 >> SLOT_BITS) as u64) & (GEN_MASK | LINK);
     let side = if t.0 >> 63 == 1 {
         Side::Server
     } else {
@@ -49,6 +59,9 @@ mod tests {
             assert_ne!(t, LISTENER);
             assert_ne!(t, WAKER);
             assert_ne!(t, TLS_LISTENER);
+            let l = encode_link(slot, g);
+            assert_eq!(decode(l), (slot, g | LINK, Side::Client));
+            assert_ne!(l, t);
         }
     }
 }

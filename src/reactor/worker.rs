@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Waker};
 
+mod pooled;
+
+use self::pooled::{LinkConn, PoolReq};
 use super::deadlines::Deadlines;
 use super::slab::Slab;
 use super::token::{self, LISTENER, TLS_LISTENER, WAKER};
@@ -63,6 +66,10 @@ struct Conn {
     dirty: bool,
     /// The deadline last pushed to the heap for this connection.
     deadline: Option<Instant>,
+    /// Pool mode: the key this client asked a server of.
+    pool_key: Option<crate::pool::PoolKey>,
+    /// Pool mode: the proxy-issued cancel key (pid, secret).
+    cancel_pid: Option<(i32, [u8; 4])>,
 }
 
 pub(super) struct Worker {
@@ -83,6 +90,14 @@ pub(super) struct Worker {
     shared: Arc<Shared>,
     next_conn: u64,
     shutdown_deadline: Option<Instant>,
+    /// Pool mode: servers not lent to a client.
+    links: Slab<LinkConn>,
+    dirty_links: Vec<(usize, u64)>,
+    pools: crate::pool::Pools<(usize, u64), (usize, u64)>,
+    /// Servers being created per key (not yet idle once).
+    creating: std::collections::HashMap<crate::pool::PoolKey, u32>,
+    pool_reqs: Vec<PoolReq>,
+    next_reap: Option<Instant>,
 }
 
 impl Worker {
@@ -94,6 +109,7 @@ impl Worker {
         shared: Arc<Shared>,
     ) -> io::Result<(Worker, Arc<Waker>)> {
         let poll = Poll::new()?;
+        let pool_size = settings.pool.as_ref().map_or(0, |p| p.pool_size);
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -119,6 +135,12 @@ impl Worker {
                 shared,
                 next_conn: 0,
                 shutdown_deadline: None,
+                links: Slab::default(),
+                dirty_links: Vec::new(),
+                pools: crate::pool::Pools::new(pool_size),
+                creating: std::collections::HashMap::new(),
+                pool_reqs: Vec::new(),
+                next_reap: None,
             },
             waker,
         ))
@@ -156,6 +178,10 @@ impl Worker {
                     WAKER => {}
                     t => {
                         let (slot, generation, side) = token::decode(t);
+                        if generation & token::LINK != 0 {
+                            self.link_event(slot, generation, ev);
+                            continue;
+                        }
                         if let Some(conn) = self.slab.get_mut(slot, generation) {
                             let r = match side {
                                 Side::Client => &mut conn.client_ready,
@@ -178,15 +204,22 @@ impl Worker {
                 }
             }
             self.drive_dirty(now);
+            self.pool_requests(now);
+            self.drive_links(now);
             self.accept(now);
             self.expire(now);
-            self.free_closed();
+            if self.settings.pool.is_some() {
+                self.reap(now);
+                self.pool_requests(now);
+                self.drive_links(now);
+            }
+            self.free_closed(now);
         }
         debug!("worker_exit", worker = self.id);
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if !self.dirty.is_empty() {
+        if !self.dirty.is_empty() || !self.dirty_links.is_empty() {
             return Duration::ZERO;
         }
         let accept_now = ((self.listener.is_some() && self.listener_ready)
@@ -226,6 +259,7 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut l);
         }
         self.shutdown_deadline = Some(now + self.settings.shutdown_timeout);
+        self.close_idle_links();
     }
 
     fn close_all(&mut self, reason: CloseReason) {
@@ -235,7 +269,7 @@ impl Worker {
             }
             self.closing.push(slot);
         }
-        self.free_closed();
+        self.free_closed(Instant::now());
     }
 
     // ------------------------------------------------------------------ accept
@@ -319,6 +353,7 @@ impl Worker {
         self.next_conn = self.next_conn.wrapping_add(1);
         let id = (self.next_conn << 8) | (self.id as u64 & 0xff);
         let mut session = Session::new(self.settings.session.clone(), now);
+        session.set_peer(peer.ip().is_loopback(), fresh_nonce());
         let mut client = Transport::plain(stream);
         if tls_port {
             // pgvpd 1.0's TLS listener: TLS from the first byte, ALPN optional.
@@ -339,6 +374,8 @@ impl Worker {
             server: None,
             dirty: false,
             deadline: None,
+            pool_key: None,
+            cancel_pid: None,
         };
         let Some((slot, generation)) = self.slab.insert(conn) else {
             self.shared.active_clients.fetch_sub(1, Ordering::Relaxed);
@@ -375,8 +412,9 @@ impl Worker {
             conn.dirty = false;
             let settings = &self.settings;
             let pool = &mut self.pool;
+            let reqs = &mut self.pool_reqs;
             let result = catch_unwind(AssertUnwindSafe(|| {
-                drive(conn, registry, pool, settings, slot, generation, now)
+                drive(conn, registry, pool, settings, reqs, slot, generation, now)
             }));
             let budget_left = match result {
                 Ok(done) => done,
@@ -410,6 +448,10 @@ impl Worker {
 
     fn expire(&mut self, now: Instant) {
         while let Some((at, slot, generation)) = self.deadlines.pop_due(now) {
+            if generation & token::LINK != 0 {
+                self.link_timeout(slot, generation & !token::LINK, at, now);
+                continue;
+            }
             let Some(conn) = self.slab.get_mut(slot, generation) else {
                 continue;
             };
@@ -429,19 +471,31 @@ impl Worker {
             }
             sync_deadline(conn, &mut self.deadlines, slot, generation);
         }
-        let live = self.slab.len().max(16);
+        let live = self.slab.len().saturating_add(self.links.len()).max(16);
         if self.deadlines.len() > live.saturating_mul(4) {
             let slab = &self.slab;
-            self.deadlines
-                .retain(|at, s, g| slab.get(s, g).is_some_and(|c| c.deadline == Some(at)));
+            let links = &self.links;
+            self.deadlines.retain(|at, s, g| {
+                if g & token::LINK != 0 {
+                    links
+                        .get(s, g & !token::LINK)
+                        .is_some_and(|l| l.deadline() == Some(at))
+                } else {
+                    slab.get(s, g).is_some_and(|c| c.deadline == Some(at))
+                }
+            });
         }
     }
 
-    fn free_closed(&mut self) {
+    fn free_closed(&mut self, now: Instant) {
         for slot in std::mem::take(&mut self.closing) {
+            let generation = self.slab.generation(slot);
             let Some(mut conn) = self.slab.remove(slot) else {
                 continue;
             };
+            if self.settings.pool.is_some() {
+                self.client_gone(&conn, (slot, generation), now);
+            }
             let registry = self.poll.registry();
             conn.client.send_close_notify(&mut conn.client_ready);
             let _ = registry.deregister(conn.client.stream_mut());
@@ -526,11 +580,13 @@ fn start_server_tls(
 }
 
 /// Drives one connection. Returns false when the budget ran out with work left.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     conn: &mut Conn,
     registry: &Registry,
     pool: &mut BufPool,
     settings: &WorkerSettings,
+    reqs: &mut Vec<PoolReq>,
     slot: usize,
     generation: u64,
     now: Instant,
@@ -546,6 +602,23 @@ fn drive(
             progress = true;
             match action {
                 Action::ConnectUpstream => {
+                    if let Some(rt) = settings.pool.as_ref()
+                        && let Some((pid, key)) = conn.session.cancel_key().cloned()
+                        && crate::pool::cancel::is_proxy_pid(pid)
+                    {
+                        // A pooled client's key: cancel what its server runs
+                        // now; nothing when it holds none (or the key is wrong).
+                        match rt.cancel.lookup(pid, &key) {
+                            Some((bpid, bkey)) => conn.session.retarget_cancel(bpid, &bkey),
+                            None => {
+                                conn.session.abort(
+                                    CloseReason::CancelForwarded,
+                                    "no server to cancel".into(),
+                                );
+                                continue;
+                            }
+                        }
+                    }
                     start_connect(conn, registry, upstream, 0, slot, generation, now);
                 }
                 Action::SessionStarted => {
@@ -565,6 +638,8 @@ fn drive(
                 }
                 Action::StartClientTls { direct } => conn.tls_upgrade = Some(direct),
                 Action::StartServerTls => start_upstream_tls(conn, settings, now),
+                Action::Checkout => reqs.push(PoolReq::Checkout((slot, generation))),
+                Action::ReleaseServer => reqs.push(PoolReq::Release((slot, generation))),
             }
         }
 

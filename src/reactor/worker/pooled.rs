@@ -1,0 +1,744 @@
+//! The worker's side of `pool_mode = session`: pooled servers that are not
+//! lent to a client live in their own slab (`links`), registered with the
+//! worker's poll all the time, so EOF or an error while idle drops them at
+//! once. Lending moves a link into the client's `Conn` (its socket is
+//! re-registered under the client's server token); the release moves it
+//! back. Every place a link can be dropped releases its pool slot (the
+//! `Slot` inside the link).
+//!
+//! Single worker per pool: `main` refuses `workers > 1` with pool mode for
+//! now, so a key's servers, waiters and clients are all on this worker.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry};
+
+use super::{Conn, Upstream, Worker, fresh_nonce};
+use crate::conn::server::{LinkEvent, LinkFailure, QueryKind, ServerLink, UpstreamSecret};
+use crate::conn::{CloseReason, Side};
+use crate::pool::{Checkin, Checkout, PoolKey, Slot};
+use crate::reactor::PoolRuntime;
+use crate::reactor::token::{self, LINK};
+use crate::reactor::transport::{Io, Ready, Transport};
+use crate::stats::{self, STATS};
+use crate::{debug, info, warn};
+
+/// Passes over one link per drive before it yields.
+const LINK_BUDGET: usize = 16;
+/// How often idle links are checked against `pool_idle_timeout`.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+pub(super) type Id = (usize, u64);
+
+/// A pooled server connection not lent to any client.
+pub(super) struct LinkConn {
+    id: u64,
+    key: PoolKey,
+    link: Box<ServerLink>,
+    transport: Transport,
+    ready: Ready,
+    connecting: bool,
+    tls_pending: bool,
+    addr_idx: usize,
+    dirty: bool,
+    deadline: Option<Instant>,
+    /// A client promised this link once its check query is answered.
+    lend_to: Option<Id>,
+    /// Became idle at least once: a failure is not a creation failure.
+    ready_once: bool,
+}
+
+impl LinkConn {
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+/// What a client session asked of the pool during its drive.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum PoolReq {
+    Checkout(Id),
+    Release(Id),
+}
+
+impl Worker {
+    fn rt(&self) -> Option<Arc<PoolRuntime>> {
+        self.settings.pool.clone()
+    }
+
+    /// Handles what client drives asked for.
+    pub(super) fn pool_requests(&mut self, now: Instant) {
+        for req in std::mem::take(&mut self.pool_reqs) {
+            match req {
+                PoolReq::Checkout(cid) => self.checkout(cid, now),
+                PoolReq::Release(cid) => self.release(cid, now),
+            }
+        }
+    }
+
+    fn checkout(&mut self, cid: Id, now: Instant) {
+        let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
+            return;
+        };
+        let Some(key) = conn.session.pool_key() else {
+            return;
+        };
+        conn.pool_key = Some(key.clone());
+        match self.pools.checkout(&key, cid, now) {
+            Checkout::Server(lid) => self.lend(lid, cid, now),
+            Checkout::Queued { create: Some(slot) } => self.create_link(key, slot, now),
+            Checkout::Queued { create: None } => {
+                debug!("pool_wait", key_db = key.database, key_role = key.role);
+            }
+        }
+    }
+
+    /// Opens a new server connection for `key` (it joins the pool when idle).
+    fn create_link(&mut self, key: PoolKey, slot: Slot, now: Instant) {
+        let Some(rt) = self.rt() else {
+            return;
+        };
+        stats::inc(&STATS.pool_creates);
+        *self.creating.entry(key.clone()).or_insert(0) += 1;
+        let mut link = Box::new(ServerLink::new(rt.link_config(&key), fresh_nonce(), now));
+        link.slot = Some(slot);
+        self.next_conn = self.next_conn.wrapping_add(1);
+        let id = (self.next_conn << 8) | (self.id as u64 & 0xff) | (1 << 63);
+        let mut err = None;
+        let upstream = Arc::clone(&self.settings.upstream);
+        for (idx, addr) in upstream.iter().enumerate() {
+            match TcpStream::connect(*addr) {
+                Ok(stream) => {
+                    let lc = LinkConn {
+                        id,
+                        key: key.clone(),
+                        link,
+                        transport: Transport::plain(stream),
+                        ready: Ready::default(),
+                        connecting: true,
+                        tls_pending: false,
+                        addr_idx: idx,
+                        dirty: false,
+                        deadline: None,
+                        lend_to: None,
+                        ready_once: false,
+                    };
+                    self.insert_link(lc, now);
+                    debug!("link_connecting", link = id, addr = addr);
+                    return;
+                }
+                Err(e) => err = Some(e.to_string()),
+            }
+        }
+        link.handle_connect_failed(&err.unwrap_or_else(|| "no upstream address".into()));
+        let f = match link.poll_event() {
+            Some(LinkEvent::Failed(f)) => f,
+            _ => LinkFailure {
+                sqlstate: "08006".into(),
+                message: "cannot connect to the upstream server".into(),
+                from_server: false,
+            },
+        };
+        drop(link);
+        self.creation_failed(&key, &f, now);
+    }
+
+    fn insert_link(&mut self, lc: LinkConn, now: Instant) -> Option<Id> {
+        let Some((slot, generation)) = self.links.insert(lc) else {
+            warn!("links_slab_full");
+            return None;
+        };
+        let registry = self.poll.registry();
+        let lc = self.links.get_mut(slot, generation)?;
+        let r = registry.register(
+            lc.transport.stream_mut(),
+            token::encode_link(slot, generation),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = r {
+            lc.link.handle_connect_failed(&format!("register: {e}"));
+        }
+        lc.dirty = true;
+        self.dirty_links.push((slot, generation));
+        sync_link_deadline(lc, &mut self.deadlines, slot, generation);
+        let _ = now;
+        Some((slot, generation))
+    }
+
+    /// Lends idle link `lid` to client `cid` (or to the next waiter if `cid`
+    /// is gone).
+    fn lend(&mut self, lid: Id, cid: Id, now: Instant) {
+        let (mut lid, mut cid) = (lid, cid);
+        // Bounded: each round removes one waiter from the queue.
+        loop {
+            let alive = self
+                .slab
+                .get(cid.0, cid.1)
+                .is_some_and(|c| c.session.pool_waiting());
+            if alive {
+                break;
+            }
+            let Some(lc) = self.links.get(lid.0, lid.1) else {
+                return;
+            };
+            let key = lc.key.clone();
+            match self.pools.checkin(&key, lid, now) {
+                Checkin::Lend(l, c) => {
+                    lid = l;
+                    cid = c;
+                }
+                Checkin::Idle => return,
+            }
+        }
+        let Some(rt) = self.rt() else {
+            return;
+        };
+        // A server idle for long is checked first (server_check_query).
+        if let Some(q) = rt.check_query.as_deref()
+            && let Some(lc) = self.links.get_mut(lid.0, lid.1)
+            && lc
+                .link
+                .idle_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= rt.check_delay)
+        {
+            lc.lend_to = Some(cid);
+            lc.link
+                .begin_queries(&[(QueryKind::Plain, q.as_bytes())], now);
+            lc.dirty = true;
+            self.dirty_links.push(lid);
+            sync_link_deadline(lc, &mut self.deadlines, lid.0, lid.1);
+            return;
+        }
+        let Some(mut lc) = self.links.remove(lid.0) else {
+            return;
+        };
+        if !lc.link.lend(&mut self.pool) {
+            // Not idle after all: put it back under its own token.
+            let _ = self.poll.registry().deregister(lc.transport.stream_mut());
+            lc.link.handle_eof();
+            self.insert_link(lc, now);
+            return;
+        }
+        let registry = self.poll.registry();
+        let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
+            return;
+        };
+        if let Err(e) = registry.reregister(
+            lc.transport.stream_mut(),
+            token::encode(cid.0, cid.1, Side::Server),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("link_reregister_failed", error = e);
+            return; // lc dropped: socket closed, slot released
+        }
+        let secret = {
+            let n = fresh_nonce();
+            [n[0], n[1], n[2], n[3]]
+        };
+        let pid = match conn.cancel_pid {
+            Some((pid, s)) => {
+                rt.cancel.set_backend(pid, lc.link.backend_key.clone());
+                (pid, s)
+            }
+            None => {
+                let pid = rt.cancel.register(secret);
+                rt.cancel.set_backend(pid, lc.link.backend_key.clone());
+                conn.cancel_pid = Some((pid, secret));
+                (pid, secret)
+            }
+        };
+        stats::inc(&STATS.pool_checkouts);
+        if lc.ready_once && lc.link.created < now {
+            stats::inc(&STATS.pool_reuses);
+        }
+        let LinkConn {
+            link, transport, ..
+        } = lc;
+        match conn.session.attach_server(link, pid, now) {
+            Ok(()) => {
+                conn.server = Some(Upstream {
+                    transport,
+                    // Edge-triggered: the re-registration may not re-fire.
+                    ready: Ready {
+                        read: true,
+                        write: true,
+                        hup: false,
+                    },
+                    tls_pending: false,
+                    addr_idx: 0,
+                });
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(cid);
+                }
+            }
+            Err(_link) => {
+                // The client stopped waiting in between: the link is dropped
+                // (closed, slot released); the queue is served again.
+                if let Some(k) = conn.pool_key.clone() {
+                    self.serve_waiters(&k, now);
+                }
+            }
+        }
+    }
+
+    /// Client `cid` ended: take its server back and reset it.
+    fn release(&mut self, cid: Id, now: Instant) {
+        let Some(rt) = self.rt() else {
+            return;
+        };
+        let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
+            return;
+        };
+        let taken = conn.session.take_server(CloseReason::ClientEof);
+        let upstream = conn.server.take();
+        if let Some((pid, _)) = conn.cancel_pid {
+            rt.cancel.set_backend(pid, None);
+        }
+        let key = conn.pool_key.clone();
+        if !self.closing.contains(&cid.0) {
+            self.closing.push(cid.0);
+        }
+        let (Some((mut link, tracker)), Some(up), Some(key)) = (taken, upstream, key) else {
+            return;
+        };
+        let mut transport = up.transport;
+        let _ = self.poll.registry().deregister(transport.stream_mut());
+        link.begin_release(
+            tracker,
+            &[(QueryKind::Plain, rt.reset_query.as_bytes())],
+            now,
+        );
+        self.next_conn = self.next_conn.wrapping_add(1);
+        let lc = LinkConn {
+            id: (self.next_conn << 8) | (self.id as u64 & 0xff) | (1 << 63),
+            key,
+            link,
+            transport,
+            ready: Ready {
+                read: true,
+                write: true,
+                hup: up.ready.hup,
+            },
+            connecting: false,
+            tls_pending: false,
+            addr_idx: 0,
+            dirty: false,
+            deadline: None,
+            lend_to: None,
+            ready_once: true,
+        };
+        self.insert_link(lc, now);
+    }
+
+    /// A creation for `key` failed: the first waiter gets the error.
+    fn creation_failed(&mut self, key: &PoolKey, f: &LinkFailure, now: Instant) {
+        if let Some(n) = self.creating.get_mut(key) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(cid) = self.pools.pop_waiter(key)
+            && let Some(conn) = self.slab.get_mut(cid.0, cid.1)
+        {
+            conn.session.checkout_failed(f, now);
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(cid);
+            }
+        }
+        self.serve_waiters(key, now);
+    }
+
+    /// Creates servers for queued clients while the key has room.
+    pub(super) fn serve_waiters(&mut self, key: &PoolKey, now: Instant) {
+        let waiting = self.pools.stats(key).waiting;
+        let creating = self.creating.get(key).copied().unwrap_or(0) as usize;
+        for _ in creating..waiting {
+            match self.pools.try_slot(key) {
+                Some(slot) => self.create_link(key.clone(), slot, now),
+                None => break,
+            }
+        }
+    }
+
+    /// Drives the links that had events.
+    pub(super) fn drive_links(&mut self, now: Instant) {
+        for _ in 0..4 {
+            let batch = std::mem::take(&mut self.dirty_links);
+            if batch.is_empty() {
+                return;
+            }
+            for (slot, generation) in batch {
+                self.drive_link(slot, generation, now);
+            }
+        }
+    }
+
+    fn drive_link(&mut self, slot: usize, generation: u64, now: Instant) {
+        let upstream = Arc::clone(&self.settings.upstream);
+        let registry = self.poll.registry();
+        let Some(lc) = self.links.get_mut(slot, generation) else {
+            return;
+        };
+        lc.dirty = false;
+        let mut events = Vec::new();
+        for _ in 0..LINK_BUDGET {
+            let mut progress = false;
+            if lc.connecting && lc.ready.write {
+                match connect_result(&lc.transport) {
+                    Ok(true) => {
+                        lc.connecting = false;
+                        let _ = lc.transport.stream().set_nodelay(true);
+                        lc.link.handle_connected(now);
+                        progress = true;
+                    }
+                    Ok(false) => lc.ready.write = false,
+                    Err(e) => {
+                        let next = lc.addr_idx + 1;
+                        if !reconnect(lc, registry, &upstream, next, slot, generation) {
+                            lc.link.handle_connect_failed(&e.to_string());
+                        }
+                        progress = true;
+                    }
+                }
+            }
+            while let Some(ev) = lc.link.poll_event() {
+                progress = true;
+                match ev {
+                    LinkEvent::StartTls => start_link_tls(lc, &self.settings),
+                    other => events.push(other),
+                }
+            }
+            if !lc.connecting
+                && lc.ready.read
+                && (lc.link.wants_read() || lc.transport.handshaking())
+            {
+                let buf = lc.link.read_buf(&mut self.pool);
+                match lc.transport.read(buf, &mut lc.ready) {
+                    Io::Progress(0) | Io::WouldBlock => {}
+                    Io::Progress(n) => {
+                        lc.link.handle_read(n, now);
+                        progress = true;
+                    }
+                    Io::Eof => {
+                        lc.link.handle_eof();
+                        progress = true;
+                    }
+                    Io::Failed(e) if lc.tls_pending => {
+                        lc.tls_pending = false;
+                        lc.link.handle_tls_failed(&e);
+                        progress = true;
+                    }
+                    Io::Failed(e) => {
+                        debug!("link_read_error", link = lc.id, error = e);
+                        lc.link.handle_eof();
+                        progress = true;
+                    }
+                }
+            }
+            if !lc.connecting && lc.ready.write && lc.transport.wants_flush() {
+                if let Io::Failed(e) = lc.transport.flush(&mut lc.ready) {
+                    if lc.tls_pending {
+                        lc.tls_pending = false;
+                        lc.link.handle_tls_failed(&e);
+                    } else {
+                        lc.link.handle_eof();
+                    }
+                }
+                progress = true;
+            }
+            if lc.tls_pending && !lc.transport.handshaking() {
+                lc.tls_pending = false;
+                lc.link.handle_tls_ready();
+                progress = true;
+            }
+            if !lc.connecting && !lc.tls_pending && lc.ready.write && !lc.link.output().is_empty() {
+                match lc.transport.write(lc.link.output(), &[], &mut lc.ready) {
+                    Io::Progress(n) => {
+                        lc.link.handle_written(n);
+                        progress = true;
+                    }
+                    Io::WouldBlock => {}
+                    Io::Eof | Io::Failed(_) => {
+                        lc.link.handle_eof();
+                        progress = true;
+                    }
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        sync_link_deadline(lc, &mut self.deadlines, slot, generation);
+        for ev in events {
+            match ev {
+                LinkEvent::Idle => self.link_idle((slot, generation), now),
+                LinkEvent::Failed(f) => self.link_failed((slot, generation), f, now),
+                LinkEvent::StartTls => {}
+            }
+        }
+    }
+
+    fn link_idle(&mut self, lid: Id, now: Instant) {
+        let Some(rt) = self.rt() else {
+            return;
+        };
+        let Some(lc) = self.links.get_mut(lid.0, lid.1) else {
+            return;
+        };
+        let key = lc.key.clone();
+        if !lc.ready_once {
+            lc.ready_once = true;
+            if let Some(n) = self.creating.get_mut(&key) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if let Some(cid) = lc.lend_to.take() {
+            self.lend(lid, cid, now);
+            return;
+        }
+        if rt
+            .lifetime
+            .is_some_and(|l| now.saturating_duration_since(lc.link.created) >= l)
+        {
+            debug!("link_lifetime", link = lc.id);
+            self.close_link(lid, "server_lifetime", now);
+            return;
+        }
+        match self.pools.checkin(&key, lid, now) {
+            Checkin::Lend(l, c) => self.lend(l, c, now),
+            Checkin::Idle => {}
+        }
+    }
+
+    fn link_failed(&mut self, lid: Id, f: LinkFailure, now: Instant) {
+        let Some(lc) = self.links.get(lid.0, lid.1) else {
+            return;
+        };
+        let (key, ready_once, lend_to, id) = (lc.key.clone(), lc.ready_once, lc.lend_to, lc.id);
+        info!(
+            "link_closed",
+            link = id,
+            db = key.database,
+            role = key.role,
+            code = f.sqlstate,
+            detail = f.message
+        );
+        self.pools.remove_idle(&key, lid);
+        self.drop_link(lid);
+        if let Some(cid) = lend_to {
+            // Promised after a check that failed: queue it again at the front.
+            if let Some(conn) = self.slab.get(cid.0, cid.1)
+                && conn.session.pool_waiting()
+            {
+                self.pools.requeue_front(&key, cid, now);
+            }
+        }
+        if ready_once {
+            self.serve_waiters(&key, now);
+        } else {
+            self.creation_failed(&key, &f, now);
+        }
+    }
+
+    fn close_link(&mut self, lid: Id, why: &str, now: Instant) {
+        let Some(lc) = self.links.get(lid.0, lid.1) else {
+            return;
+        };
+        let key = lc.key.clone();
+        debug!("link_close", link = lc.id, reason = why);
+        self.pools.remove_idle(&key, lid);
+        self.drop_link(lid);
+        self.serve_waiters(&key, now);
+    }
+
+    /// Removes a link: its socket closes and its slot is released.
+    fn drop_link(&mut self, lid: Id) {
+        if let Some(mut lc) = self.links.remove(lid.0) {
+            stats::inc(&STATS.pool_discards);
+            let _ = self.poll.registry().deregister(lc.transport.stream_mut());
+            lc.link.release_buffers(&mut self.pool);
+        }
+    }
+
+    /// Link deadlines (login, check, reset).
+    pub(super) fn link_timeout(&mut self, slot: usize, generation: u64, at: Instant, now: Instant) {
+        let Some(lc) = self.links.get_mut(slot, generation) else {
+            return;
+        };
+        if lc.link.next_deadline() != Some(at) {
+            return;
+        }
+        lc.deadline = None;
+        lc.link.handle_timeout(now);
+        if !lc.dirty {
+            lc.dirty = true;
+            self.dirty_links.push((slot, generation));
+        }
+    }
+
+    /// Closes idle links past `pool_idle_timeout` (at most once per second).
+    pub(super) fn reap(&mut self, now: Instant) {
+        if self.next_reap.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_reap = now.checked_add(REAP_EVERY);
+        let Some(rt) = self.rt() else {
+            return;
+        };
+        let Some(cutoff) = now.checked_sub(rt.idle_timeout) else {
+            return;
+        };
+        for (key, lid) in self.pools.idle_since(cutoff) {
+            debug!("link_reaped", db = key.database, role = key.role);
+            self.drop_link(lid);
+        }
+        self.pools.compact();
+    }
+
+    /// A client connection is being freed: leave the queue, drop its key.
+    pub(super) fn client_gone(&mut self, conn: &Conn, cid: Id, now: Instant) {
+        let Some(rt) = self.rt() else {
+            return;
+        };
+        if let Some((pid, _)) = conn.cancel_pid {
+            rt.cancel.unregister(pid);
+        }
+        if let Some(key) = conn.pool_key.clone() {
+            if conn.session.pool_waiting() {
+                self.pools.cancel_wait(&key, cid);
+            }
+            // A server it held (if any) is closed with it: refill for waiters.
+            self.serve_waiters(&key, now);
+        }
+    }
+
+    /// Shutdown: idle links are closed at once.
+    pub(super) fn close_idle_links(&mut self) {
+        for (slot, generation) in self.links.occupied() {
+            if self
+                .links
+                .get(slot, generation)
+                .is_some_and(|lc| lc.link.is_idle())
+            {
+                let key = self.links.get(slot, generation).map(|l| l.key.clone());
+                if let Some(k) = key {
+                    self.pools.remove_idle(&k, (slot, generation));
+                }
+                self.drop_link((slot, generation));
+            }
+        }
+    }
+
+    pub(super) fn link_event(&mut self, slot: usize, generation: u64, ev: &mio::event::Event) {
+        let generation = generation & !LINK;
+        if let Some(lc) = self.links.get_mut(slot, generation) {
+            let closed = ev.is_error() || ev.is_read_closed() || ev.is_write_closed();
+            lc.ready.read |= ev.is_readable() || closed;
+            lc.ready.hup |= closed;
+            lc.ready.write |= ev.is_writable() || closed;
+            if !lc.dirty {
+                lc.dirty = true;
+                self.dirty_links.push((slot, generation));
+            }
+        }
+    }
+}
+
+fn sync_link_deadline(
+    lc: &mut LinkConn,
+    deadlines: &mut crate::reactor::deadlines::Deadlines,
+    slot: usize,
+    generation: u64,
+) {
+    let want = lc.link.next_deadline();
+    if want != lc.deadline {
+        if let Some(at) = want {
+            deadlines.push(at, slot, generation | LINK);
+        }
+        lc.deadline = want;
+    }
+}
+
+/// Ok(true): connected; Ok(false): still connecting; Err: failed.
+fn connect_result(t: &Transport) -> io::Result<bool> {
+    let stream = t.stream();
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Tries the next upstream address; false when none is left.
+fn reconnect(
+    lc: &mut LinkConn,
+    registry: &Registry,
+    upstream: &[std::net::SocketAddr],
+    from: usize,
+    slot: usize,
+    generation: u64,
+) -> bool {
+    let _ = registry.deregister(lc.transport.stream_mut());
+    for (idx, addr) in upstream.iter().enumerate().skip(from) {
+        if let Ok(mut stream) = TcpStream::connect(*addr)
+            && registry
+                .register(
+                    &mut stream,
+                    token::encode_link(slot, generation),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_ok()
+        {
+            lc.transport = Transport::plain(stream);
+            lc.ready = Ready::default();
+            lc.addr_idx = idx;
+            return true;
+        }
+    }
+    false
+}
+
+fn start_link_tls(lc: &mut LinkConn, settings: &crate::reactor::WorkerSettings) {
+    let (Some(cfg), Some(name)) = (
+        settings.tls_client.as_ref(),
+        settings.upstream_name.as_ref(),
+    ) else {
+        lc.link.handle_tls_failed("upstream TLS is not configured");
+        return;
+    };
+    match rustls::ClientConnection::new(cfg.clone(), name.clone()) {
+        Ok(c) => match lc.transport.upgrade(rustls::Connection::Client(c), &[]) {
+            Ok(()) => lc.tls_pending = true,
+            Err(e) => lc.link.handle_tls_failed(&e),
+        },
+        Err(e) => lc.link.handle_tls_failed(&e.to_string()),
+    }
+}
+
+impl PoolRuntime {
+    /// The login settings of a server for `key`.
+    pub fn link_config(&self, key: &PoolKey) -> Arc<crate::conn::server::LinkConfig> {
+        let secret = match self.upstream_secrets.get(&key.role) {
+            Some(s) => s.clone(),
+            None => match &self.upstream_password {
+                Some(p) => UpstreamSecret::Plain(p.clone()),
+                None => UpstreamSecret::None,
+            },
+        };
+        Arc::new(crate::conn::server::LinkConfig {
+            role: key.role.clone(),
+            database: key.database.clone(),
+            secret,
+            upstream_tls: self.upstream_tls,
+            limits: self.limits,
+            login_timeout: self.login_timeout,
+            query_timeout: self.reset_timeout,
+        })
+    }
+}
