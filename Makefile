@@ -1,6 +1,6 @@
 # pgvpd — the targets CI calls (.ci/run runs `make test`).
 #   make build        debug build
-#   make test         check + unit tests + integration and TLS suites + fuzz regressions
+#   make test         check + unit tests + integration, TLS and pool suites + fuzz regressions
 #   make check        fmt, clippy -D warnings, purity grep of the pure layers
 #   make demo         throw-away PostgreSQL + release proxy, two tenants, Ctrl-C to stop
 #   make static       fully static musl release binary + size report
@@ -43,6 +43,7 @@ fuzz-regressions:
 it:
 	$(CARGO) test --test integration
 	$(CARGO) test --test tls
+	$(CARGO) test --test pool
 
 test: check unit fuzz-regressions it
 

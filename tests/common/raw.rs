@@ -409,11 +409,12 @@ impl RawConn {
             .unwrap_or_else(|e| panic!("reading from proxy: {e} (timed out? the peer hangs)"))
     }
 
-    /// Drives login after `startup`: answers cleartext and MD5 requests with
-    /// `password`, records BackendKeyData and ParameterStatus, and returns at
-    /// the first ReadyForQuery. An ErrorResponse (or EOF) is returned as Err.
-    /// Panics on SASL (this client has no SCRAM: use psql for SCRAM users).
+    /// Drives login after `startup`: answers cleartext, MD5 and SCRAM-SHA-256
+    /// requests with `password` (SCRAM with pgvpd's own client, which checks
+    /// the server signature), records BackendKeyData and ParameterStatus, and
+    /// returns at the first ReadyForQuery. An ErrorResponse (or EOF) is Err.
     pub fn auth_trust_or_cleartext(&mut self, password: Option<&str>) -> Result<(), ErrorInfo> {
+        let mut scram: Option<pgvpd::auth::scram::ScramClient> = None;
         loop {
             let Some((tag, body)) = self.read_message() else {
                 return Err(ErrorInfo::eof());
@@ -434,9 +435,42 @@ impl RawConn {
                             let salt = &body[4..8];
                             self.send(&password_bytes(&md5_password(&user, pw, salt)));
                         }
-                        other => panic!(
-                            "RawConn cannot do authentication request {other} (SASL?): use psql"
-                        ),
+                        10 => {
+                            let pw = password.expect("server asked for SCRAM; no password given");
+                            let nonce: [u8; 18] = std::array::from_fn(|i| {
+                                (std::process::id() as u8)
+                                    .wrapping_mul(31)
+                                    .wrapping_add(i as u8)
+                                    .wrapping_add(self.auth_requests.len() as u8)
+                            });
+                            let c = pgvpd::auth::scram::ScramClient::new(pw.as_bytes(), &nonce);
+                            let first = c.client_first();
+                            let mech = b"SCRAM-SHA-256\0";
+                            let mut m = vec![b'p'];
+                            let len = 4 + mech.len() + 4 + first.len();
+                            m.extend_from_slice(&(len as i32).to_be_bytes());
+                            m.extend_from_slice(mech);
+                            m.extend_from_slice(&(first.len() as i32).to_be_bytes());
+                            m.extend_from_slice(&first);
+                            self.send(&m);
+                            scram = Some(c);
+                        }
+                        11 => {
+                            let c = scram.as_mut().expect("SASLContinue without SASL");
+                            let reply = c
+                                .handle_server_first(&body[4..])
+                                .unwrap_or_else(|e| panic!("SCRAM server-first: {e}"));
+                            let mut m = vec![b'p'];
+                            m.extend_from_slice(&((4 + reply.len()) as i32).to_be_bytes());
+                            m.extend_from_slice(&reply);
+                            self.send(&m);
+                        }
+                        12 => {
+                            let c = scram.as_mut().expect("SASLFinal without SASL");
+                            c.handle_server_final(&body[4..])
+                                .unwrap_or_else(|e| panic!("SCRAM server signature: {e}"));
+                        }
+                        other => panic!("RawConn cannot do authentication request {other}"),
                     }
                 }
                 b'K' => {

@@ -1,0 +1,410 @@
+//! `pool_mode = session` end to end (issue 4): the proxy authenticates
+//! clients itself, lends pooled servers, and takes them back only when they
+//! are provably idle and reset. Same runner and cluster as `integration`.
+//!
+//! `cargo test --test pool` runs all cases; `-- leak` only those whose name
+//! contains "leak".
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::fixtures::{APP_PASSWORD, DB};
+use common::runner::{self, Case};
+use common::{Ctx, ErrorInfo, Proxy, RawConn, cancel_request_bytes, query_bytes};
+
+const CASES: &[Case] = &[
+    ("pool_isolation_and_reuse", pool_isolation_and_reuse),
+    (
+        "pool_leak_pipelined_disconnect",
+        pool_leak_pipelined_disconnect,
+    ),
+    (
+        "pool_disconnect_in_transaction",
+        pool_disconnect_in_transaction,
+    ),
+    ("pool_disconnect_in_copy", pool_disconnect_in_copy),
+    (
+        "pool_disconnect_extended_error_before_sync",
+        pool_disconnect_extended_error_before_sync,
+    ),
+    ("pool_wrong_password", pool_wrong_password),
+    ("pool_checkout_timeout", pool_checkout_timeout),
+    ("pool_cancel", pool_cancel),
+    ("pool_startup_parameters", pool_startup_parameters),
+    ("pool_superuser_refused", pool_superuser_refused),
+];
+
+fn main() {
+    runner::run(CASES);
+}
+
+/// The password pooled clients authenticate with (not the upstream one).
+const POOL_PASSWORD: &str = "pool-secret";
+
+/// A session-mode proxy logging in upstream as app_user (SCRAM).
+fn pool_proxy(ctx: &Ctx, extra: &str) -> Proxy {
+    ctx.proxy(&format!(
+        "pool_mode = session\npool_password = {POOL_PASSWORD}\n\
+         upstream_password = {APP_PASSWORD}\n{extra}"
+    ))
+}
+
+fn login(p: &Proxy, user: &str) -> RawConn {
+    RawConn::login(p.port, user, DB, Some(POOL_PASSWORD))
+        .unwrap_or_else(|e| panic!("pooled login as {user}: {e:?}"))
+}
+
+/// Tenant, names visible and the backend pid, in one row.
+const WHO: &str = "SELECT current_setting('app.current_tenant_id') || ' ' || \
+    coalesce((SELECT string_agg(name, ',' ORDER BY name) FROM tenants), '') || ' ' || \
+    pg_backend_pid()";
+
+fn who(c: &mut RawConn) -> (String, String, String) {
+    let row = c.query_one(WHO).expect("a row");
+    let mut it = row.splitn(3, ' ');
+    let t = it.next().unwrap_or_default().to_string();
+    let rest = it.collect::<Vec<_>>().join(" ");
+    let (names, pid) = rest.rsplit_once(' ').unwrap_or(("", ""));
+    (t, names.to_string(), pid.to_string())
+}
+
+fn names_of(tenant: &str) -> &'static str {
+    match tenant {
+        "tenant_a" => "Alice Corp,Alice LLC",
+        "tenant_b" => "Bob Inc,Bob Ltd",
+        _ => "",
+    }
+}
+
+/// Tables app_user may write: `pool_t` protected by RLS, `pool_copy` without
+/// (PostgreSQL refuses COPY FROM into a table with row-level security).
+fn ensure_writable_table(ctx: &Ctx) {
+    ctx.cluster.sql(
+        "CREATE TABLE IF NOT EXISTS pool_t (\
+           tenant_id text NOT NULL DEFAULT current_setting('app.current_tenant_id'), \
+           v int); \
+         SELECT pgvpd_protect('pool_t'); \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON pool_t TO app_user; \
+         TRUNCATE pool_t; \
+         CREATE TABLE IF NOT EXISTS pool_copy (v int); \
+         GRANT SELECT, INSERT ON pool_copy TO app_user; \
+         TRUNCATE pool_copy;",
+    );
+}
+
+fn pool_isolation_and_reuse(ctx: &Ctx) {
+    let p = pool_proxy(ctx, "pool_size = 2");
+    let mut pids = BTreeSet::new();
+    for i in 0..10 {
+        let tenant = if i % 2 == 0 { "tenant_a" } else { "tenant_b" };
+        let mut c = login(&p, &format!("app_user.{tenant}"));
+        let (t, names, pid) = who(&mut c);
+        assert_eq!(t, tenant, "round {i}");
+        assert_eq!(names, names_of(tenant), "round {i}: rows of {tenant}");
+        // The client sees the proxy's cancel key, not the backend's.
+        let (kpid, _) = c.backend_key.expect("BackendKeyData");
+        assert_ne!(kpid.to_string(), pid, "round {i}");
+        pids.insert(pid);
+        c.send(&common::terminate_bytes());
+    }
+    assert!(
+        pids.len() <= 2,
+        "10 sequential clients used {} backends: {pids:?}",
+        pids.len()
+    );
+    // Two at once: both served, by different backends.
+    let mut a = login(&p, "app_user.tenant_a");
+    let mut b = login(&p, "app_user.tenant_b");
+    let (ta, _, pa) = who(&mut a);
+    let (tb, _, pb) = who(&mut b);
+    assert_eq!((ta.as_str(), tb.as_str()), ("tenant_a", "tenant_b"));
+    assert_ne!(pa, pb);
+    p.assert_alive();
+}
+
+/// pgvpd 1.0's leak: with one server, tenant A pipelines slow queries and
+/// disconnects; tenant B must see exactly its own results.
+fn pool_leak_pipelined_disconnect(ctx: &Ctx) {
+    let p = pool_proxy(ctx, "pool_size = 1\npool_checkout_timeout = 20");
+    let mut a = login(&p, "app_user.tenant_a");
+    let a_pid = who(&mut a).2;
+    let mut burst = Vec::new();
+    for _ in 0..6 {
+        burst.extend(query_bytes(
+            "SELECT pg_sleep(0.2), string_agg(name, ',' ORDER BY name) FROM tenants",
+        ));
+    }
+    a.send(&burst);
+    drop(a); // gone with six queries in flight
+    let t0 = Instant::now();
+    let mut b = login(&p, "app_user.tenant_b");
+    for _ in 0..3 {
+        let (t, names, pid) = who(&mut b);
+        assert_eq!(t, "tenant_b");
+        assert_eq!(names, names_of("tenant_b"), "B saw foreign rows");
+        assert_eq!(pid, a_pid, "B must get A's drained server (pool_size = 1)");
+    }
+    let rows = b
+        .simple_query("SELECT string_agg(name, ',' ORDER BY name) FROM tenants")
+        .expect("query");
+    assert_eq!(rows.len(), 1, "exactly one result for one query: {rows:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(800),
+        "B was served before A's queries drained ({:?})",
+        t0.elapsed()
+    );
+    p.assert_alive();
+}
+
+fn pool_disconnect_in_transaction(ctx: &Ctx) {
+    ensure_writable_table(ctx);
+    let p = pool_proxy(ctx, "pool_size = 1");
+    let mut a = login(&p, "app_user.tenant_a");
+    let a_pid = who(&mut a).2;
+    a.simple_query("SET my.leak = 'from-a'").expect("set");
+    a.simple_query("CREATE TEMP TABLE a_temp (x int)")
+        .expect("temp");
+    a.simple_query("PREPARE a_stmt AS SELECT 1")
+        .expect("prepare");
+    a.simple_query("BEGIN").expect("begin");
+    a.simple_query("INSERT INTO pool_t (v) VALUES (1)")
+        .expect("insert");
+    drop(a);
+    let mut b = login(&p, "app_user.tenant_b");
+    let (t, _, b_pid) = who(&mut b);
+    assert_eq!(t, "tenant_b");
+    assert_eq!(b_pid, a_pid, "the server was not reset and reused");
+    assert_eq!(
+        b.query_one("SELECT coalesce(current_setting('my.leak', true), '')")
+            .as_deref(),
+        Some(""),
+        "a session variable crossed tenants"
+    );
+    assert_eq!(
+        b.query_one("SELECT to_regclass('pg_temp.a_temp') IS NULL")
+            .as_deref(),
+        Some("t"),
+        "a temp table crossed tenants"
+    );
+    assert_eq!(
+        b.query_one("SELECT count(*) FROM pg_prepared_statements")
+            .as_deref(),
+        Some("0")
+    );
+    drop(b);
+    assert_eq!(
+        ctx.cluster.sql("SELECT count(*) FROM pool_t"),
+        "0",
+        "the abandoned transaction was committed"
+    );
+    p.assert_alive();
+}
+
+fn pool_disconnect_in_copy(ctx: &Ctx) {
+    ensure_writable_table(ctx);
+    let p = pool_proxy(ctx, "pool_size = 1");
+    let mut a = login(&p, "app_user.tenant_a");
+    let a_pid = who(&mut a).2;
+    a.send_query("COPY pool_copy (v) FROM STDIN");
+    let (tag, _) = a.read_message().expect("CopyInResponse");
+    assert_eq!(tag, b'G');
+    let mut d = vec![b'd'];
+    d.extend_from_slice(&(4 + 2i32).to_be_bytes());
+    d.extend_from_slice(b"7\n");
+    a.send(&d);
+    drop(a); // inside COPY
+    let mut b = login(&p, "app_user.tenant_b");
+    let (t, names, b_pid) = who(&mut b);
+    assert_eq!(
+        (t.as_str(), names.as_str()),
+        ("tenant_b", names_of("tenant_b"))
+    );
+    assert_eq!(
+        b_pid, a_pid,
+        "the COPY was not aborted and the server reused"
+    );
+    drop(b);
+    assert_eq!(
+        ctx.cluster.sql("SELECT count(*) FROM pool_copy"),
+        "0",
+        "the abandoned COPY was committed"
+    );
+    p.assert_alive();
+}
+
+fn pool_disconnect_extended_error_before_sync(ctx: &Ctx) {
+    let p = pool_proxy(ctx, "pool_size = 1");
+    let mut a = login(&p, "app_user.tenant_a");
+    let a_pid = who(&mut a).2;
+    // Parse of bad SQL, then Bind/Execute, no Sync: the server is in the
+    // "discard until Sync" state when A leaves.
+    let mut m = Vec::new();
+    let sql = b"SELEC broken\0";
+    m.push(b'P');
+    m.extend_from_slice(&((4 + 1 + sql.len() + 2) as i32).to_be_bytes());
+    m.push(0);
+    m.extend_from_slice(sql);
+    m.extend_from_slice(&0i16.to_be_bytes());
+    m.extend_from_slice(&[b'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(&[b'E', 0, 0, 0, 9, 0, 0, 0, 0, 0]);
+    a.send(&m);
+    let (tag, body) = a.read_message().expect("ErrorResponse for the bad Parse");
+    assert_eq!(tag, b'E', "{:?}", String::from_utf8_lossy(&body));
+    drop(a);
+    let mut b = login(&p, "app_user.tenant_b");
+    let (t, names, b_pid) = who(&mut b);
+    assert_eq!(
+        (t.as_str(), names.as_str()),
+        ("tenant_b", names_of("tenant_b"))
+    );
+    assert_eq!(
+        b_pid, a_pid,
+        "the cycle was not closed with a Sync and the server reused"
+    );
+    p.assert_alive();
+}
+
+fn pool_wrong_password(ctx: &Ctx) {
+    let p = pool_proxy(ctx, "");
+    let e = RawConn::login(
+        p.port,
+        "app_user.tenant_a",
+        DB,
+        Some("not-the-pool-password"),
+    )
+    .err()
+    .expect("a wrong pool password must be refused");
+    assert_eq!(e.code, "28P01", "{e:?}");
+    // The upstream password is not the client's password either.
+    let e = RawConn::login(p.port, "app_user.tenant_a", DB, Some(APP_PASSWORD))
+        .err()
+        .expect("the upstream password is not a pool password");
+    assert_eq!(e.code, "28P01", "{e:?}");
+    // psql (libpq SCRAM) too.
+    let out = ctx.psql(p.port, "app_user.tenant_a", Some("wrong"), "SELECT 1");
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("password authentication failed"),
+        "{}",
+        out.stderr
+    );
+    let out = ctx.psql(
+        p.port,
+        "app_user.tenant_a",
+        Some(POOL_PASSWORD),
+        "SELECT current_setting('app.current_tenant_id')",
+    );
+    assert_eq!(out.expect_ok("psql with the pool password"), "tenant_a");
+    p.assert_alive();
+}
+
+fn pool_checkout_timeout(ctx: &Ctx) {
+    let p = pool_proxy(ctx, "pool_size = 1\npool_checkout_timeout = 1");
+    let mut holder = login(&p, "app_user.tenant_a");
+    assert_eq!(who(&mut holder).0, "tenant_a");
+    let t0 = Instant::now();
+    let e: ErrorInfo = RawConn::login(p.port, "app_user.tenant_b", DB, Some(POOL_PASSWORD))
+        .err()
+        .expect("no server free: the second client must time out");
+    let waited = t0.elapsed();
+    assert_eq!(e.code, "53300", "{e:?}");
+    assert!(e.message.contains("timeout"), "{e:?}");
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    // The holder is unaffected; after it leaves, the next client is served.
+    assert_eq!(who(&mut holder).0, "tenant_a");
+    drop(holder);
+    let mut c = login(&p, "app_user.tenant_b");
+    assert_eq!(who(&mut c).0, "tenant_b");
+    p.assert_alive();
+}
+
+fn pool_cancel(ctx: &Ctx) {
+    let p = pool_proxy(ctx, "pool_size = 2");
+    let mut c = login(&p, "app_user.tenant_a");
+    let (pid, key) = c.backend_key.expect("BackendKeyData");
+    let real_pid = who(&mut c).2;
+    assert_ne!(
+        pid.to_string(),
+        real_pid,
+        "the client must not see the backend pid"
+    );
+    c.send_query("SELECT pg_sleep(30)");
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let mut k = RawConn::connect(p.port);
+    k.send(&cancel_request_bytes(pid, key));
+    let e = c.read_query_result().expect_err("cancelled");
+    assert_eq!(e.code, "57014", "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // A wrong secret cancels nothing.
+    c.send_query("SELECT pg_sleep(0.5)");
+    let mut k2 = RawConn::connect(p.port);
+    k2.send(&cancel_request_bytes(pid, key ^ 0x0102_0304));
+    assert!(
+        c.read_query_result().is_ok(),
+        "a wrong key cancelled a query"
+    );
+    p.assert_alive();
+}
+
+fn pool_startup_parameters(ctx: &Ctx) {
+    let p = pool_proxy(ctx, "pool_size = 1");
+    let mut c = RawConn::connect(p.port);
+    c.startup(
+        Some("app_user.tenant_a"),
+        DB,
+        &[
+            ("application_name", "pool-test"),
+            ("options", "-c TimeZone=Asia/Tokyo -c search_path=public"),
+        ],
+    );
+    c.auth_trust_or_cleartext(Some(POOL_PASSWORD))
+        .expect("login with settings");
+    assert_eq!(c.param("application_name"), Some("pool-test"));
+    assert_eq!(c.param("TimeZone"), Some("Asia/Tokyo"));
+    assert_eq!(
+        c.query_one("SHOW application_name").as_deref(),
+        Some("pool-test")
+    );
+    assert_eq!(c.query_one("SHOW TimeZone").as_deref(), Some("Asia/Tokyo"));
+    assert_eq!(c.query_one("SHOW search_path").as_deref(), Some("public"));
+    drop(c);
+    // The next client on the same server has the defaults back.
+    let mut d = login(&p, "app_user.tenant_b");
+    assert_ne!(
+        d.query_one("SHOW application_name").as_deref(),
+        Some("pool-test")
+    );
+    assert_ne!(d.query_one("SHOW TimeZone").as_deref(), Some("Asia/Tokyo"));
+    // A setting that changes identity is refused by name.
+    let mut e = RawConn::connect(p.port);
+    e.startup(
+        Some("app_user.tenant_a"),
+        DB,
+        &[("options", "-c app.current_tenant_id=tenant_b")],
+    );
+    let err = e
+        .auth_trust_or_cleartext(Some(POOL_PASSWORD))
+        .expect_err("a client may not set the context variable");
+    assert!(err.message.contains("app.current_tenant_id"), "{err:?}");
+    p.assert_alive();
+}
+
+fn pool_superuser_refused(ctx: &Ctx) {
+    // postgres is trust upstream: only the proxy's role check stands between
+    // a pool-password holder and a superuser session.
+    let p = pool_proxy(ctx, "pool_size = 2");
+    let e = RawConn::login(p.port, "postgres.tenant_a", DB, Some(POOL_PASSWORD))
+        .err()
+        .expect("postgres.x must not get a session");
+    assert_eq!(e.code, "42501", "{e:?}");
+    // Superuser bypass is never pooled: it is passthrough with upstream auth.
+    let mut c = RawConn::login(p.port, "postgres", DB, None).expect("bypass login (trust)");
+    assert_eq!(
+        c.query_one("SELECT current_user").as_deref(),
+        Some("postgres")
+    );
+    p.assert_alive();
+}
