@@ -43,7 +43,7 @@ fuzz-regressions:
 it:
 	$(CARGO) test --test integration
 	$(CARGO) test --test tls
-	$(CARGO) test --test pool
+	PGVPD_CASE_TIMEOUT=$${PGVPD_CASE_TIMEOUT:-300} $(CARGO) test --test pool
 
 test: check unit fuzz-regressions it
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::{APP_PASSWORD, DB};
 use common::runner::{self, Case};
-use common::{Ctx, ErrorInfo, Proxy, RawConn, cancel_request_bytes, query_bytes};
+use common::{Ctx, ErrorInfo, Proxy, RawConn, XorShift, cancel_request_bytes, query_bytes};
 
 const CASES: &[Case] = &[
     ("pool_isolation_and_reuse", pool_isolation_and_reuse),
@@ -34,6 +34,7 @@ const CASES: &[Case] = &[
     ("pool_cancel", pool_cancel),
     ("pool_startup_parameters", pool_startup_parameters),
     ("pool_superuser_refused", pool_superuser_refused),
+    ("pool_torture", pool_torture),
 ];
 
 fn main() {
@@ -405,6 +406,359 @@ fn pool_superuser_refused(ctx: &Ctx) {
     assert_eq!(
         c.query_one("SELECT current_user").as_deref(),
         Some("postgres")
+    );
+    p.assert_alive();
+}
+
+// ------------------------------------------------------------------ torture
+
+const TORTURE_TENANTS: u64 = 10;
+const ROWS_PER_TENANT: i32 = 20;
+
+/// What one torture client saw.
+#[derive(Default, Debug)]
+struct TortureCounts {
+    sessions: u64,
+    abusive_sessions: u64,
+    transactions: u64,
+    rows_checked: u64,
+    foreign_rows: u64,
+    wrong_answers: Vec<String>,
+    cancels: u64,
+    late_cancels: u64,
+}
+
+impl TortureCounts {
+    fn add(&mut self, o: TortureCounts) {
+        self.sessions += o.sessions;
+        self.abusive_sessions += o.abusive_sessions;
+        self.transactions += o.transactions;
+        self.rows_checked += o.rows_checked;
+        self.foreign_rows += o.foreign_rows;
+        self.cancels += o.cancels;
+        self.late_cancels += o.late_cancels;
+        self.wrong_answers.extend(o.wrong_answers);
+    }
+}
+
+fn torture_tables(ctx: &Ctx) {
+    let mut sql = String::from(
+        "DROP TABLE IF EXISTS torture_items, torture_log; \
+         CREATE TABLE torture_items (tenant_id text NOT NULL, n int NOT NULL); \
+         CREATE TABLE torture_log (tenant_id text NOT NULL \
+            DEFAULT current_setting('app.current_tenant_id'), v bigint NOT NULL); \
+         SELECT pgvpd_protect('torture_items'); SELECT pgvpd_protect('torture_log'); \
+         GRANT SELECT ON torture_items TO app_user; \
+         GRANT SELECT, INSERT ON torture_log TO app_user; ",
+    );
+    for k in 0..TORTURE_TENANTS {
+        sql.push_str(&format!(
+            "INSERT INTO torture_items SELECT 't{k}', {base} + i \
+             FROM generate_series(0, {last}) i; ",
+            base = k * 1000,
+            last = ROWS_PER_TENANT - 1
+        ));
+    }
+    ctx.cluster.sql(&sql);
+}
+
+/// Checks rows (tenant_id, n) against tenant `k`; `from` is the first n asked for.
+fn check_rows(c: &mut TortureCounts, k: u64, rows: &[(String, i32)], from: i32, what: &str) {
+    let base = (k * 1000) as i32;
+    let want_n: Vec<i32> = (from.max(base)..base + ROWS_PER_TENANT).collect();
+    for (t, n) in rows {
+        c.rows_checked += 1;
+        if *t != format!("t{k}") || !(base..base + ROWS_PER_TENANT).contains(n) {
+            c.foreign_rows += 1;
+        }
+    }
+    let got: Vec<i32> = rows.iter().map(|(_, n)| *n).collect();
+    if got != want_n {
+        c.wrong_answers.push(format!(
+            "t{k} {what}: want {} rows, got {got:?}",
+            want_n.len()
+        ));
+    }
+}
+
+fn driver_session(
+    port: u16,
+    k: u64,
+    rng: &mut XorShift,
+    c: &mut TortureCounts,
+) -> Result<(), String> {
+    let mut client = postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(&format!("app_user.t{k}"))
+        .password(POOL_PASSWORD)
+        .dbname(DB)
+        .connect_timeout(Duration::from_secs(30))
+        .connect(postgres::NoTls)
+        .map_err(|e| format!("connect t{k}: {e:?}"))?;
+    c.sessions += 1;
+    let n = 1 + rng.next_u64() % 15;
+    for _ in 0..n {
+        // Cancels (op 6) wait 100 ms each: one op in 14.
+        let op = match rng.next_u64() % 14 {
+            13 => 6,
+            r => r % 6,
+        };
+        match torture_op(&mut client, op, k, rng, c) {
+            Ok(()) => c.transactions += 1,
+            // PostgreSQL signals a cancel to the backend twice (process and
+            // process group), and a cancel may land after the statement it
+            // was sent for: the next statement of the same session is then
+            // cancelled. A clean error, never a wrong answer; counted.
+            Err(e) if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => {
+                c.late_cancels += 1
+            }
+            Err(e) => return Err(format!("t{k} op {op}: {e:?}")),
+        }
+    }
+    // Half the sessions end inside a transaction.
+    if rng.next_u64().is_multiple_of(2) {
+        match client.batch_execute("BEGIN; INSERT INTO torture_log (v) VALUES (-1)") {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => {
+                c.late_cancels += 1
+            }
+            Err(e) => return Err(format!("abandon t{k}: {e:?}")),
+        }
+    }
+    Ok(())
+}
+
+fn torture_op(
+    client: &mut postgres::Client,
+    op: u64,
+    k: u64,
+    rng: &mut XorShift,
+    c: &mut TortureCounts,
+) -> Result<(), postgres::Error> {
+    match op {
+        0 => {
+            let msgs = client.simple_query("SELECT tenant_id, n FROM torture_items ORDER BY n")?;
+            let rows: Vec<(String, i32)> = msgs
+                .iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => Some((
+                        r.get(0).unwrap_or("").to_string(),
+                        r.get(1).and_then(|v| v.parse().ok()).unwrap_or(-1),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            check_rows(c, k, &rows, 0, "simple");
+        }
+        1 => {
+            let from = (k * 1000) as i32 + (rng.next_u64() % 20) as i32;
+            let rows: Vec<(String, i32)> = client
+                .query(
+                    "SELECT tenant_id, n FROM torture_items WHERE n >= $1 ORDER BY n",
+                    &[&from],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            check_rows(c, k, &rows, from, "extended");
+        }
+        2 | 3 => {
+            let v = rng.next_u64() as i64 & 0x7fff_ffff_ffff;
+            let commit = rng.next_u64().is_multiple_of(2);
+            let mut tx = client.transaction()?;
+            tx.execute("INSERT INTO torture_log (v) VALUES ($1)", &[&v])?;
+            let seen: i64 = tx
+                .query_one("SELECT count(*) FROM torture_log WHERE v = $1", &[&v])?
+                .get(0);
+            if seen != 1 {
+                c.wrong_answers
+                    .push(format!("t{k}: own insert seen {seen} times"));
+            }
+            if commit {
+                tx.commit()?;
+            } else {
+                tx.rollback()?;
+            }
+        }
+        4 => match client.query("SELECT 1 / $1::int", &[&0i32]) {
+            Err(e) if e.code() == Some(&postgres::error::SqlState::DIVISION_BY_ZERO) => {}
+            Err(e) => return Err(e),
+            Ok(rows) => c
+                .wrong_answers
+                .push(format!("t{k}: division by zero gave {} rows", rows.len())),
+        },
+        5 => {
+            let tenant: String = client
+                .query_one("SELECT current_setting('app.current_tenant_id')", &[])?
+                .get(0);
+            if tenant != format!("t{k}") {
+                c.foreign_rows += 1;
+                c.wrong_answers.push(format!("t{k}: context says {tenant}"));
+            }
+        }
+        _ => {
+            // Cancel a running statement through the proxy-issued key.
+            let token = client.cancel_token();
+            let canceller = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                token.cancel_query(postgres::NoTls)
+            });
+            let r = client.simple_query("SELECT pg_sleep(3)");
+            let _ = canceller.join();
+            match r {
+                Err(e) if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => {
+                    c.cancels += 1
+                }
+                Err(e) => return Err(e),
+                Ok(_) => c
+                    .wrong_answers
+                    .push(format!("t{k}: pg_sleep(3) was not cancelled")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sessions that leave abruptly: queries in flight, open transaction,
+/// half a message, an extended cycle without Sync.
+fn abusive_session(
+    port: u16,
+    k: u64,
+    rng: &mut XorShift,
+    c: &mut TortureCounts,
+) -> Result<(), String> {
+    let mut conn = RawConn::login(port, &format!("app_user.t{k}"), DB, Some(POOL_PASSWORD))
+        .map_err(|e| format!("raw login t{k}: {e:?}"))?;
+    c.sessions += 1;
+    c.abusive_sessions += 1;
+    let mut burst = Vec::new();
+    match rng.next_u64() % 4 {
+        0 => {
+            for _ in 0..(1 + rng.next_u64() % 5) {
+                burst.extend(query_bytes(
+                    "SELECT pg_sleep(0.02), tenant_id, n FROM torture_items",
+                ));
+            }
+        }
+        1 => burst.extend(query_bytes(
+            "BEGIN; INSERT INTO torture_log (v) VALUES (-2)",
+        )),
+        2 => burst.extend_from_slice(&query_bytes("SELECT tenant_id FROM torture_items")[..7]),
+        _ => {
+            let sql = b"SELECT n FROM torture_items\0";
+            burst.push(b'P');
+            burst.extend_from_slice(&((4 + 1 + sql.len() + 2) as i32).to_be_bytes());
+            burst.push(0);
+            burst.extend_from_slice(sql);
+            burst.extend_from_slice(&0i16.to_be_bytes());
+            burst.extend_from_slice(&[b'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
+            burst.extend_from_slice(&[b'E', 0, 0, 0, 9, 0, 0, 0, 0, 0]);
+        }
+    }
+    conn.send(&burst);
+    Ok(())
+}
+
+/// 100 clients over 10 tenants on pool_size = 4: a seeded random mix of
+/// simple and extended queries, committed / rolled back / abandoned
+/// transactions, errors, cancels and abrupt disconnects. Every row is
+/// checked against the client's tenant; the pool must be whole at the end.
+fn pool_torture(ctx: &Ctx) {
+    torture_tables(ctx);
+    let per_client: u64 = std::env::var("PGVPD_TORTURE_TX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let p = pool_proxy(
+        ctx,
+        "pool_size = 4\npool_checkout_timeout = 60\nlog_level = info\nmax_client_conn = 500",
+    );
+    let t0 = Instant::now();
+    let port = p.port;
+    let handles: Vec<_> = (0..100u64)
+        .map(|i| {
+            std::thread::spawn(move || -> Result<TortureCounts, String> {
+                let k = i % TORTURE_TENANTS;
+                let mut rng = XorShift::new(0x5eed_0000 + i);
+                let mut c = TortureCounts::default();
+                while c.transactions + c.late_cancels < per_client {
+                    if rng.next_u64().is_multiple_of(8) {
+                        abusive_session(port, k, &mut rng, &mut c)?;
+                    } else {
+                        driver_session(port, k, &mut rng, &mut c)?;
+                    }
+                }
+                Ok(c)
+            })
+        })
+        .collect();
+    let mut total = TortureCounts::default();
+    let mut failures = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(Ok(c)) => total.add(c),
+            Ok(Err(e)) => failures.push(e),
+            Err(_) => failures.push("client thread panicked".into()),
+        }
+    }
+    let took = t0.elapsed();
+    println!(
+        "torture: {} transactions in {} sessions ({} abusive), {} rows checked, \
+         {} foreign rows, {} wrong answers, {} cancels ({} landed on the next statement), {:.1} s",
+        total.transactions,
+        total.sessions,
+        total.abusive_sessions,
+        total.rows_checked,
+        total.foreign_rows,
+        total.wrong_answers.len(),
+        total.cancels,
+        total.late_cancels,
+        took.as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "client failures: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(
+        total.foreign_rows, 0,
+        "FOREIGN ROWS: {:?}",
+        total.wrong_answers
+    );
+    assert!(
+        total.wrong_answers.is_empty(),
+        "wrong answers: {:?}",
+        &total.wrong_answers[..total.wrong_answers.len().min(10)]
+    );
+    assert!(total.transactions + total.late_cancels >= 100 * per_client);
+    assert!(total.rows_checked > 0 && total.cancels > 0);
+    // No committed row of an abandoned transaction (v < 0) exists.
+    assert_eq!(
+        ctx.cluster
+            .sql("SELECT count(*) FROM torture_log WHERE v < 0"),
+        "0",
+        "an abandoned transaction was committed"
+    );
+    // The pool is whole: four clients at once are served by at most four
+    // backends, at once, and no more than four app_user backends exist.
+    let mut held: Vec<RawConn> = (0..4)
+        .map(|i| login(&p, &format!("app_user.t{i}")))
+        .collect();
+    let pids: BTreeSet<String> = held.iter_mut().map(|c| who(c).2).collect();
+    assert_eq!(pids.len(), 4, "four clients at once: {pids:?}");
+    let backends = ctx.cluster.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_user' AND backend_type = 'client backend'",
+    );
+    assert!(
+        backends.parse::<u32>().unwrap_or(99) <= 4,
+        "{backends} app_user backends with pool_size = 4"
+    );
+    drop(held);
+    let log = p.log();
+    assert!(
+        !log.contains("event=connection_panic"),
+        "a connection panicked"
     );
     p.assert_alive();
 }

@@ -609,7 +609,10 @@ fn drive(
                         // A pooled client's key: cancel what its server runs
                         // now; nothing when it holds none (or the key is wrong).
                         match rt.cancel.lookup(pid, &key) {
-                            Some((bpid, bkey)) => conn.session.retarget_cancel(bpid, &bkey),
+                            Some((bpid, bkey)) => {
+                                debug!("cancel_mapped", conn = conn.id, pid = pid, backend = bpid);
+                                conn.session.retarget_cancel(bpid, &bkey)
+                            }
                             None => {
                                 conn.session.abort(
                                     CloseReason::CancelForwarded,
