@@ -34,6 +34,7 @@ const CASES: &[Case] = &[
     ("pool_cancel", pool_cancel),
     ("pool_startup_parameters", pool_startup_parameters),
     ("pool_superuser_refused", pool_superuser_refused),
+    ("pool_postgres_restart", pool_postgres_restart),
     ("pool_torture", pool_torture),
 ];
 
@@ -406,6 +407,61 @@ fn pool_superuser_refused(ctx: &Ctx) {
     assert_eq!(
         c.query_one("SELECT current_user").as_deref(),
         Some("postgres")
+    );
+    p.assert_alive();
+}
+
+/// PostgreSQL goes away and comes back: dead idle servers are dropped at
+/// once, clients get clean errors, never a hang, and the pool refills.
+fn pool_postgres_restart(ctx: &Ctx) {
+    let p = pool_proxy(ctx, "pool_size = 3\npool_checkout_timeout = 10");
+    // Three idle servers.
+    let mut three: Vec<RawConn> = (0..3).map(|_| login(&p, "app_user.tenant_a")).collect();
+    let old: BTreeSet<String> = three.iter_mut().map(|c| who(c).2).collect();
+    assert_eq!(old.len(), 3);
+    drop(three);
+    // One client holds a server across the outage.
+    let mut busy = login(&p, "app_user.tenant_b");
+    assert_eq!(who(&mut busy).0, "tenant_b");
+
+    ctx.cluster.stop_keep_dir();
+    // Server down: the held session ends with an error, not silence.
+    let t0 = Instant::now();
+    match busy.simple_query("SELECT 1") {
+        Ok(r) => panic!("a query on a dead server answered {r:?}"),
+        Err(e) => assert!(
+            ["57P01", "08006", "EOF"].contains(&e.code.as_str()),
+            "held session: {e:?}"
+        ),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // A new client cannot get a server: a clean error within the bounds.
+    let t0 = Instant::now();
+    let e = RawConn::login(p.port, "app_user.tenant_a", DB, Some(POOL_PASSWORD))
+        .err()
+        .expect("no server can be created while PostgreSQL is down");
+    assert!(
+        e.code.starts_with("08") || e.code == "57P03",
+        "while down: {e:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(12), "{:?}", t0.elapsed());
+    p.assert_alive();
+
+    ctx.cluster.restart();
+    // The pool refills with new backends; none of the dead ones is lent.
+    let mut again: Vec<RawConn> = (0..3).map(|_| login(&p, "app_user.tenant_a")).collect();
+    let new: BTreeSet<String> = again.iter_mut().map(|c| who(c).2).collect();
+    assert_eq!(new.len(), 3, "three clients at once after the restart");
+    assert!(
+        new.is_disjoint(&old),
+        "a dead server was lent: {new:?} vs {old:?}"
+    );
+    drop(again);
+    let mut c = login(&p, "app_user.tenant_b");
+    let (t, names, _) = who(&mut c);
+    assert_eq!(
+        (t.as_str(), names.as_str()),
+        ("tenant_b", names_of("tenant_b"))
     );
     p.assert_alive();
 }

@@ -111,7 +111,7 @@ pub struct Cluster {
     pub data: PathBuf,
     pub bindir: PathBuf,
     pub log_path: PathBuf,
-    pid: u32,
+    pid: AtomicU32,
     child: Mutex<Option<Child>>,
     subdirs: AtomicU32,
 }
@@ -252,7 +252,7 @@ host  all all         127.0.0.1/32 scram-sha-256
                         data,
                         bindir,
                         log_path,
-                        pid: child.id(),
+                        pid: AtomicU32::new(child.id()),
                         child: Mutex::new(Some(child)),
                         subdirs: AtomicU32::new(0),
                     };
@@ -273,7 +273,42 @@ host  all all         127.0.0.1/32 scram-sha-256
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pid.load(Ordering::SeqCst)
+    }
+
+    /// Stops the postmaster (fast shutdown: every backend is terminated) and
+    /// starts it again on the same data directory and port; waits (≤ 30 s)
+    /// until it accepts connections. The log continues in `postgres.log`.
+    pub fn restart(&self) {
+        self.stop_keep_dir();
+        let ids = if is_root() {
+            Some(postgres_ids())
+        } else {
+            None
+        };
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("open postgres.log");
+        let mut cmd = Command::new(self.bindir.join("postgres"));
+        cmd.arg("-D")
+            .arg(&self.data)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log fd"))
+            .stderr(log);
+        as_postgres(&mut cmd, ids);
+        apply_process_group(&mut cmd);
+        let mut child = cmd.spawn().expect("restart postgres");
+        if let Err(why) = wait_ready(&mut child, &self.dir, self.port, Duration::from_secs(30)) {
+            stop_child(child);
+            panic!(
+                "postgres did not restart: {why}\n--- postgres.log (tail) ---\n{}",
+                self.log_tail(40)
+            );
+        }
+        self.pid.store(child.id(), Ordering::SeqCst);
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
     }
 
     /// A new empty subdirectory of the cluster's temp dir (for proxy files).
