@@ -34,6 +34,8 @@ mod inject;
 mod scenarios;
 mod session;
 mod timers;
+#[cfg(test)]
+mod tls_scenarios;
 pub mod username;
 
 pub use session::{ClientTlsMode, SCRAM_NONCE_LEN, Session, SessionConfig, UpstreamTlsMode};
