@@ -539,9 +539,11 @@ pub const CONN_OUTPUT_MAX: usize = 1 << 20;
 /// Iterations of the emulated reactor loop after each op.
 const CONN_DRIVE_BUDGET: usize = 64;
 
-/// The fixed session configurations `conn_ops_oracle` chooses from (first byte).
+/// The fixed session configurations `conn_ops_oracle` chooses from (first
+/// byte). 0..=2 have TLS disabled; 3..=6 enable client and upstream TLS
+/// (new ones are appended, so committed inputs keep their configuration).
 pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
-    use crate::conn::SessionConfig;
+    use crate::conn::{ClientTlsMode, SessionConfig, UpstreamTlsMode};
     use std::time::Duration;
     let base = SessionConfig {
         tenant_separator: ".".into(),
@@ -572,10 +574,41 @@ pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
         SessionConfig {
             tenant_allow: Some(vec!["acme".into()]),
             limits: SMALL_LIMITS,
+            ..base.clone()
+        },
+        SessionConfig {
+            client_tls: ClientTlsMode::Allow,
+            upstream_tls: UpstreamTlsMode::Prefer,
+            ..base.clone()
+        },
+        SessionConfig {
+            client_tls: ClientTlsMode::Require,
+            upstream_tls: UpstreamTlsMode::Require,
+            ..base.clone()
+        },
+        SessionConfig {
+            // client TLS optional, server TLS: both the `-PLUS` hiding and the
+            // proxy-run SCRAM exchange are reachable
+            client_tls: ClientTlsMode::Allow,
+            upstream_tls: UpstreamTlsMode::Require,
+            handshake_timeout: Duration::from_secs(2),
+            ..base.clone()
+        },
+        SessionConfig {
+            client_tls: ClientTlsMode::Require,
+            upstream_tls: UpstreamTlsMode::Direct,
+            limits: SMALL_LIMITS,
             ..base
         },
     ]
 }
+
+/// The nonce the emulated reactor hands to `handle_client_tls_started`.
+const CONN_TLS_NONCE: [u8; crate::conn::SCRAM_NONCE_LEN] = [0x5c; crate::conn::SCRAM_NONCE_LEN];
+/// SSLRequest as the proxy sends it upstream (length 8, code 80877103).
+const SSL_REQUEST_BYTES: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
+/// The header of a CancelRequest (length 16, code 80877102).
+const CANCEL_REQUEST_HEAD: [u8; 8] = [0, 0, 0, 16, 4, 210, 22, 46];
 
 fn msg(f: impl FnOnce(&mut Vec<u8>) -> Result<(), crate::protocol::ProtoError>) -> Vec<u8> {
     let mut o = Vec::new();
@@ -825,6 +858,17 @@ struct ConnHarness {
     server_fed: Vec<u8>,
     /// Output lengths when `closed()` first became `Some`.
     closed_out: Option<(usize, usize)>,
+    /// `StartClientTls { direct }` seen, not yet done (waits for the `S` flush).
+    client_tls_upgrade: Option<bool>,
+    /// The client link is TLS: later client bytes stand for decrypted ones.
+    client_tls: bool,
+    /// `StartServerTls` seen; `ServerConnected` / `ServerConnectFailed` end
+    /// the handshake (ready / failed).
+    server_tls_pending: bool,
+    /// The upstream link is TLS.
+    server_tls: bool,
+    /// Every byte written toward the server before its link was TLS.
+    plain_to_server: Vec<u8>,
 }
 
 fn out_len((a, b): (&[u8], &[u8])) -> usize {
@@ -851,6 +895,11 @@ impl ConnHarness {
             pre_start: Vec::new(),
             server_fed: Vec::new(),
             closed_out: None,
+            client_tls_upgrade: None,
+            client_tls: false,
+            server_tls_pending: false,
+            server_tls: false,
+            plain_to_server: Vec::new(),
         }
     }
 
@@ -871,9 +920,43 @@ impl ConnHarness {
                     assert!(!self.started, "SessionStarted twice");
                     self.started = true;
                 }
-                // The fuzzed configurations have TLS disabled on both sides.
-                Action::StartClientTls { .. } | Action::StartServerTls => {
-                    panic!("TLS action {a:?} with TLS disabled");
+                Action::StartClientTls { direct } => {
+                    assert_ne!(
+                        self.cfg.client_tls,
+                        crate::conn::ClientTlsMode::Disable,
+                        "client TLS started with client_tls = disable"
+                    );
+                    assert!(
+                        !self.client_tls && self.client_tls_upgrade.is_none(),
+                        "client TLS started twice"
+                    );
+                    assert!(
+                        !self.s.wants_client_read(),
+                        "plaintext client reads wanted while TLS starts"
+                    );
+                    self.client_tls_upgrade = Some(direct);
+                }
+                Action::StartServerTls => {
+                    use crate::conn::UpstreamTlsMode;
+                    assert!(
+                        matches!(
+                            self.cfg.upstream_tls,
+                            UpstreamTlsMode::Prefer
+                                | UpstreamTlsMode::Require
+                                | UpstreamTlsMode::Direct
+                        ),
+                        "upstream TLS started with upstream_tls = disable"
+                    );
+                    assert_eq!(self.upstream, Upstream::Connected, "TLS before connect");
+                    assert!(
+                        !self.server_tls && !self.server_tls_pending,
+                        "upstream TLS started twice"
+                    );
+                    // Not asserted: nothing queued for the server at this
+                    // point. A server `S` that arrives before the SSLRequest
+                    // was written is acted on (see the ignored FINDING test
+                    // `tls_scenarios::ssl_answer_before_the_request_was_written`).
+                    self.server_tls_pending = true;
                 }
                 // The fuzzed configurations are passthrough.
                 Action::Checkout | Action::ReleaseServer => {
@@ -902,10 +985,21 @@ impl ConnHarness {
                 if self.upstream == Upstream::Connecting && self.s.server_connecting() {
                     self.upstream = Upstream::Connected;
                     self.s.handle_server_connected(self.now);
+                } else if self.server_tls_pending {
+                    // the upstream TLS handshake completes
+                    self.server_tls_pending = false;
+                    self.server_tls = true;
+                    self.s.handle_server_tls_ready(self.now);
                 }
             }
             ConnOp::ServerConnectFailed => {
-                if self.upstream == Upstream::Connecting && self.s.server_connecting() {
+                if self.server_tls_pending {
+                    self.server_tls_pending = false;
+                    self.s.handle_server_tls_failed(
+                        "invalid peer certificate: UnknownIssuer",
+                        self.now,
+                    );
+                } else if self.upstream == Upstream::Connecting && self.s.server_connecting() {
                     self.upstream = Upstream::None;
                     self.s.handle_server_connect_failed(
                         "Connection refused (os error 111)",
@@ -938,10 +1032,14 @@ impl ConnHarness {
                         } else {
                             usize::from(*n).min(total)
                         };
+                        let take_a = k.min(a.len());
+                        let written = [&a[..take_a], &b[..k - take_a]].concat();
+                        if !self.server_tls {
+                            self.plain_to_server.extend_from_slice(&written);
+                            self.check_plain_upstream();
+                        }
                         if !self.started {
-                            let take_a = k.min(a.len());
-                            self.pre_start.extend_from_slice(&a[..take_a]);
-                            self.pre_start.extend_from_slice(&b[..k - take_a]);
+                            self.pre_start.extend_from_slice(&written);
                         }
                         self.s.handle_server_written(k, &mut self.pool, self.now);
                         if !self.started {
@@ -962,6 +1060,23 @@ impl ConnHarness {
                 return;
             }
             let mut progress = false;
+            // The reactor's client TLS upgrade, once the `S` has left.
+            if let Some(direct) = self.client_tls_upgrade
+                && self.s.client_output().0.is_empty()
+            {
+                self.client_tls_upgrade = None;
+                if direct {
+                    let hello = self.s.take_client_tls_prefix();
+                    assert_eq!(
+                        hello.first(),
+                        Some(&0x16),
+                        "direct TLS without a handshake record"
+                    );
+                }
+                self.s.handle_client_tls_started(CONN_TLS_NONCE);
+                self.client_tls = true;
+                progress = true;
+            }
             if self.s.wants_client_read() {
                 if !self.client_in.is_empty() {
                     let buf = self.s.client_read_buf(&mut self.pool);
@@ -995,7 +1110,8 @@ impl ConnHarness {
                         fed.push(s);
                     }
                     if n > 0 {
-                        if !self.started {
+                        // The answer to the upstream SSLRequest is not a message.
+                        if !self.started && self.s.phase_name() != "upstream tls" {
                             self.server_fed.extend_from_slice(&fed);
                         }
                         self.s.handle_server_read(n, self.now);
@@ -1049,8 +1165,22 @@ impl ConnHarness {
     /// rewritten role), then only `p` (at most one per server challenge) and
     /// the proxy's P/B/E/S batch (only after AuthenticationOk and a `Z`).
     fn check_pre_start(&self) {
+        use crate::conn::{ClientTlsMode, UpstreamTlsMode};
         use crate::protocol::{CANCEL_REQUEST_CODE, frame};
-        let data = &self.pre_start;
+        let mut data = &self.pre_start[..];
+        if let Some(rest) = data.strip_prefix(&SSL_REQUEST_BYTES[..]) {
+            assert!(
+                matches!(
+                    self.cfg.upstream_tls,
+                    UpstreamTlsMode::Prefer | UpstreamTlsMode::Require
+                ),
+                "SSLRequest sent with upstream_tls {:?}",
+                self.cfg.upstream_tls
+            );
+            data = rest;
+        } else if SSL_REQUEST_BYTES.starts_with(data) {
+            return; // the SSLRequest, partly written
+        }
         let Some(len) = data.get(..4) else { return };
         let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
         let len = usize::try_from(len).unwrap_or(0);
@@ -1064,6 +1194,10 @@ impl ConnHarness {
             assert_eq!(data.len(), len, "bytes after a forwarded CancelRequest");
             return;
         }
+        assert!(
+            self.client_tls || self.cfg.client_tls != ClientTlsMode::Require,
+            "a plaintext client's startup went upstream with client_tls = require"
+        );
         assert!(
             frame::is_protocol_3(code),
             "first server message code {code}"
@@ -1126,6 +1260,27 @@ impl ConnHarness {
     }
 }
 
+impl ConnHarness {
+    /// With `upstream_tls = require` (or direct), nothing but the SSLRequest
+    /// (or a CancelRequest, which goes in plaintext) is written to the server
+    /// before its TLS handshake completed.
+    fn check_plain_upstream(&self) {
+        use crate::conn::UpstreamTlsMode;
+        let d = &self.plain_to_server[..];
+        let ssl_ok = match self.cfg.upstream_tls {
+            UpstreamTlsMode::Disable | UpstreamTlsMode::Prefer => return,
+            UpstreamTlsMode::Require => SSL_REQUEST_BYTES.starts_with(d),
+            UpstreamTlsMode::Direct => false,
+        };
+        let cancel = d.starts_with(&CANCEL_REQUEST_HEAD) || CANCEL_REQUEST_HEAD.starts_with(d);
+        assert!(
+            ssl_ok || cancel,
+            "plaintext bytes to an upstream_tls = {:?} server before TLS: {d:?}",
+            self.cfg.upstream_tls
+        );
+    }
+}
+
 /// Complete tagged frames at the start of `data` (stops at the first
 /// incomplete or invalid one). Independent of `protocol::frame`.
 fn tagged_frames(mut data: &[u8]) -> Vec<(u8, &[u8])> {
@@ -1159,6 +1314,21 @@ fn tagged_frames(mut data: &[u8]) -> Vec<(u8, &[u8])> {
 /// - once `closed()` is `Some`, no action is produced and output never grows;
 /// - a live session that has not started has a deadline (except while a
 ///   CancelRequest is being written).
+///
+/// TLS (configurations 3..=6): the emulated reactor answers
+/// `StartClientTls` with `handle_client_tls_started` once `client_output()`
+/// is flushed (taking the ClientHello prefix for direct TLS), and
+/// `StartServerTls` by waiting for the next `ServerConnected` (handshake
+/// done: `handle_server_tls_ready`) or `ServerConnectFailed`
+/// (`handle_server_tls_failed`); later bytes stand for decrypted ones.
+/// Asserted on top:
+/// - TLS actions only when the configuration enables them, each at most
+///   once, client TLS never while plaintext client reads are wanted, server
+///   TLS only once connected and with nothing queued for the server;
+/// - with `upstream_tls = require`/direct, nothing but the SSLRequest (or a
+///   CancelRequest) reaches the server before its TLS is up;
+/// - with `client_tls = require`, no startup goes upstream for a client that
+///   is not on TLS.
 pub fn conn_ops_oracle(data: &[u8]) {
     conn_ops_run(data);
 }
@@ -1172,6 +1342,10 @@ pub struct ConnRunSummary {
     pub closed: Option<crate::conn::CloseReason>,
     /// Bytes written to the server before the session started.
     pub pre_start_bytes: usize,
+    /// The client link became TLS.
+    pub client_tls: bool,
+    /// The upstream link became TLS.
+    pub server_tls: bool,
 }
 
 /// `conn_ops_oracle`, returning a summary of the run.
@@ -1201,6 +1375,8 @@ pub fn conn_ops_run(data: &[u8]) -> ConnRunSummary {
         started: h.started,
         closed: h.s.closed().map(|c| c.0),
         pre_start_bytes: h.pre_start.len(),
+        client_tls: h.client_tls,
+        server_tls: h.server_tls,
     }
 }
 
@@ -1374,7 +1550,7 @@ pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         encode_conn_ops(
             0,
             &[
-                ClientBytes(psql),
+                ClientBytes(psql.clone()),
                 ServerConnected,
                 WriteServer(0),
                 ServerBytes(err),
@@ -1389,7 +1565,7 @@ pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         encode_conn_ops(
             2,
             &[
-                ClientBytes(short),
+                ClientBytes(short.clone()),
                 ServerConnected,
                 WriteServer(0),
                 ServerCanned(1),
@@ -1428,6 +1604,143 @@ pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 WriteServer(0),
                 Advance(20000),
                 Advance(11000),
+                WriteClient(0),
+            ],
+        ),
+    ));
+    // TLS (configurations 3..=6): `ServerConnected` while upstream TLS is
+    // pending completes the handshake.
+    let tls_server_login = [
+        ServerCanned(0),
+        ServerCanned(6),
+        ServerCanned(7),
+        ServerCanned(8),
+        WriteClient(0),
+        WriteServer(0),
+        ServerCanned(9),
+        WriteClient(0),
+    ];
+    let tls_both: Vec<ConnOp> = [
+        ClientBytes(ssl.clone()),
+        WriteClient(0),
+        ClientBytes(psql.clone()),
+        ServerConnected,
+        WriteServer(0),
+        ServerBytes(b"S".to_vec()),
+        ServerConnected,
+        WriteServer(0),
+    ]
+    .into_iter()
+    .chain(tls_server_login.iter().cloned())
+    .collect();
+    v.push(("conn_ops", "tls-both-trust", encode_conn_ops(4, &tls_both)));
+    v.push((
+        "conn_ops",
+        "tls-prefer-plaintext",
+        encode_conn_ops(
+            3,
+            &[
+                ClientBytes(psql.clone()),
+                ServerConnected,
+                WriteServer(0),
+                ServerBytes(b"N".to_vec()),
+                WriteServer(0),
+                ServerCanned(1),
+                WriteClient(0),
+                ClientCanned(5),
+                WriteServer(0),
+                ServerCanned(0),
+                ServerCanned(8),
+                WriteServer(0),
+                ServerCanned(9),
+                WriteClient(0),
+            ],
+        ),
+    ));
+    let tls_direct: Vec<ConnOp> = [
+        // a ClientHello record header, then the (decrypted) startup
+        ClientBytes(vec![0x16, 3, 1, 0, 4, 1, 0, 0, 0]),
+        ClientBytes(short.clone()),
+        ServerConnected,
+        ServerConnected,
+        WriteServer(0),
+    ]
+    .into_iter()
+    .chain(tls_server_login.iter().cloned())
+    .collect();
+    v.push((
+        "conn_ops",
+        "tls-direct-both",
+        encode_conn_ops(6, &tls_direct),
+    ));
+    v.push((
+        "conn_ops",
+        "tls-proxy-scram-bad-nonce",
+        encode_conn_ops(
+            5,
+            &[
+                ClientBytes(ssl.clone()),
+                WriteClient(0),
+                ClientBytes(psql.clone()),
+                ServerConnected,
+                WriteServer(0),
+                ServerBytes(b"S".to_vec()),
+                ServerConnected,
+                WriteServer(0),
+                ServerCanned(3),
+                WriteClient(0),
+                ClientCanned(5),
+                WriteServer(0),
+                ServerCanned(4),
+                WriteClient(0),
+            ],
+        ),
+    ));
+    v.push((
+        "conn_ops",
+        "tls-require-plaintext-refused",
+        encode_conn_ops(
+            4,
+            &[
+                // a plaintext client: nothing may reach the server (the
+                // server ops only matter if the refusal is broken)
+                ClientBytes(psql.clone()),
+                ServerConnected,
+                WriteServer(0),
+                ServerBytes(b"S".to_vec()),
+                ServerConnected,
+                WriteServer(0),
+                WriteClient(0),
+            ],
+        ),
+    ));
+    v.push((
+        "conn_ops",
+        "tls-upstream-n-refused",
+        encode_conn_ops(
+            4,
+            &[
+                ClientBytes(ssl.clone()),
+                WriteClient(0),
+                ClientBytes(psql.clone()),
+                ServerConnected,
+                WriteServer(0),
+                ServerBytes(b"N".to_vec()),
+                WriteClient(0),
+            ],
+        ),
+    ));
+    v.push((
+        "conn_ops",
+        "tls-upstream-handshake-failed",
+        encode_conn_ops(
+            5,
+            &[
+                ClientBytes(psql),
+                ServerConnected,
+                WriteServer(0),
+                ServerBytes(b"S".to_vec()),
+                ServerConnectFailed,
                 WriteClient(0),
             ],
         ),
@@ -1605,6 +1918,79 @@ mod tests {
             let r = conn_ops_run(data);
             assert_eq!((r.started, r.closed), (*started, *closed), "{name}: {r:?}");
         }
+    }
+
+    #[test]
+    fn conn_ops_tls_seeds_reach_their_states() {
+        use crate::conn::CloseReason;
+        // (name, started, closed, client TLS, server TLS)
+        type Want = (&'static str, bool, Option<CloseReason>, bool, bool);
+        let want: &[Want] = &[
+            ("tls-both-trust", true, None, true, true),
+            ("tls-prefer-plaintext", true, None, false, false),
+            ("tls-direct-both", true, None, true, true),
+            (
+                "tls-proxy-scram-bad-nonce",
+                false,
+                Some(CloseReason::ServerProtocol),
+                true,
+                true,
+            ),
+            (
+                "tls-require-plaintext-refused",
+                false,
+                Some(CloseReason::TlsRequired),
+                false,
+                false,
+            ),
+            (
+                "tls-upstream-n-refused",
+                false,
+                Some(CloseReason::ConnectFailed),
+                true,
+                false,
+            ),
+            (
+                "tls-upstream-handshake-failed",
+                false,
+                Some(CloseReason::ConnectFailed),
+                false,
+                false,
+            ),
+        ];
+        let seeds = seed_corpus();
+        for (name, started, closed, ctls, stls) in want {
+            let (_, _, data) = seeds
+                .iter()
+                .find(|(t, n, _)| *t == "conn_ops" && n == name)
+                .unwrap();
+            let r = conn_ops_run(data);
+            assert_eq!(
+                (r.started, r.closed, r.client_tls, r.server_tls),
+                (*started, *closed, *ctls, *stls),
+                "{name}: {r:?}"
+            );
+        }
+    }
+
+    /// The upstream plaintext rule of the oracle accepts the SSLRequest and
+    /// a CancelRequest, and fires on anything after the SSLRequest.
+    #[test]
+    fn conn_ops_oracle_rejects_plaintext_before_upstream_tls() {
+        use crate::conn::UpstreamTlsMode;
+        let cfg = conn_ops_configs().swap_remove(4);
+        assert_eq!(cfg.upstream_tls, UpstreamTlsMode::Require);
+        let mut h = ConnHarness::new(cfg);
+        h.plain_to_server = SSL_REQUEST_BYTES.to_vec();
+        h.check_plain_upstream();
+        h.plain_to_server = CANCEL_REQUEST_HEAD.to_vec();
+        h.check_plain_upstream();
+        h.plain_to_server = [&SSL_REQUEST_BYTES[..], b"\0\0\0\x09\0\x03\0\0\0"].concat();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.check_plain_upstream()));
+        assert!(
+            r.is_err(),
+            "a startup after the SSLRequest, before TLS, passed"
+        );
     }
 
     /// Finding (not fixed here): `Session::finish` leaves `to_server` /

@@ -37,6 +37,8 @@ mod scenarios;
 pub mod server;
 mod session;
 mod timers;
+#[cfg(test)]
+mod tls_scenarios;
 pub mod tracker;
 pub mod username;
 

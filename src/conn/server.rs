@@ -544,8 +544,9 @@ impl ServerLink {
             return false;
         }
         // Bytes after the one-byte answer were not protected by TLS
-        // (CVE-2021-23222): refuse them.
-        if ring.len() > 1 {
+        // (CVE-2021-23222), and an answer before our request left is no
+        // answer: refuse both.
+        if ring.len() > 1 || !self.tx.is_empty() {
             ring.clear();
             self.violation(ProtoError::BadValue("bytes after the SSLRequest answer"));
             return true;

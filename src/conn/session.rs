@@ -879,6 +879,16 @@ impl Session {
         if !ring.peek_into(&mut answer) {
             return false;
         }
+        if !self.to_server.is_empty() {
+            // An answer to a request not yet written: never act on it.
+            ring.clear();
+            self.violation(
+                Side::Server,
+                ProtoError::BadValue("SSLRequest answered before it was sent"),
+                now,
+            );
+            return true;
+        }
         let extra = ring.len() > 1;
         ring.clear();
         let [answer] = answer;
