@@ -17,6 +17,7 @@
 pub mod base64;
 pub mod md5;
 pub mod scram;
+pub mod scram_server;
 
 /// Constant-time equality for secrets (keys, hashes, passwords).
 ///
