@@ -18,6 +18,7 @@ pub mod base64;
 pub mod md5;
 pub mod scram;
 pub mod scram_server;
+pub mod userlist;
 
 /// Constant-time equality for secrets (keys, hashes, passwords).
 ///

@@ -208,8 +208,14 @@ impl ScramSecret {
 
     /// Whether `password` derives this verifier's StoredKey (compared in
     /// constant time). Runs PBKDF2 with `iterations`: at most
-    /// `MAX_SECRET_ITERATIONS` for a parsed verifier.
+    /// `MAX_SECRET_ITERATIONS` for a parsed verifier. A password containing
+    /// NUL never verifies: HMAC pads its key with zeros, so PBKDF2 would take
+    /// `pencil\0` for `pencil` (PostgreSQL cannot receive a NUL in a
+    /// password at all).
     pub fn verify_password(&self, password: &[u8]) -> bool {
+        if password.contains(&0) {
+            return false;
+        }
         let (stored_key, _) = derive_keys(password, &self.salt, self.iterations);
         ct_eq(&stored_key, &self.stored_key)
     }
@@ -1213,6 +1219,7 @@ mod tests {
         assert_eq!(again.to_string(), PG_BOB_STAPLE);
         assert!(alice.verify_password(b"pencil"));
         assert!(!alice.verify_password(b"pencil "));
+        assert!(!alice.verify_password(b"pencil\0"));
         assert!(!alice.verify_password(b""));
         // Debug shows no key material
         let dbg = format!("{alice:?}");
