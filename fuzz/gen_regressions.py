@@ -69,6 +69,42 @@ C_TENANT, C_BYPASS, C_SSL, C_GSS, C_CANCEL, C_PW, C_SASL1, C_SASL2, C_QUERY, C_T
 PSQL = startup([(b"user", b"app_user.acme"), (b"database", b"appdb")])
 LOGIN = cb(PSQL) + CONN + ws() + sc(S_CLEAR) + wc() + cc(C_PW) + ws() + sc(S_OK) + sc(S_RFQ) + ws()
 
+
+# --- auth targets: [flags][u16 le len][first message][rest], see
+# pgvpd::testing::encode_two_messages. The fixed values mirror
+# testing::SCRAM_FUZZ_* (password, salt, iterations, nonces).
+import base64
+import hashlib
+import hmac as hmac_mod
+
+PW, SALT, ITER = b"pencil", b"fuzz-salt-16byte", 16
+SN = base64.b64encode(b"\x5a" * 18)
+CN = base64.b64encode(b"\x11" * 18)
+
+
+def two(flags, first, rest=b""):
+    return bytes([flags]) + struct.pack("<H", len(first)) + first + rest
+
+
+def proof(bare, server_first, without_proof):
+    salted = hashlib.pbkdf2_hmac("sha256", PW, SALT, ITER)
+    ck = hmac_mod.new(salted, b"Client Key", "sha256").digest()
+    sk = hashlib.sha256(ck).digest()
+    am = bare + b"," + server_first + b"," + without_proof
+    sig = hmac_mod.new(sk, am, "sha256").digest()
+    return base64.b64encode(bytes(a ^ b for a, b in zip(ck, sig)))
+
+
+def server_first_for(cnonce):
+    return b"r=" + cnonce + SN + b",s=" + base64.b64encode(SALT) + b",i=" + str(ITER).encode()
+
+
+_sf = server_first_for(b"abc")
+_wp = b"c=biws,r=abc" + SN
+PROOF_TWICE = _wp + b",p=" + proof(b"n=,r=abc", _sf, _wp)
+PROOF_TWICE += b",p=" + proof(b"n=,r=abc", _sf, _wp)
+
+
 cases = {
     "frame": {
         "negative-length": b"Q" + be32(-1) + b"select 1\0",
@@ -171,6 +207,45 @@ cases = {
         + sc(S_INJ) + wc(3) + wc() + cc(C_QUERY) + ws() + CEOF,
         "drain-timeout": b"\x00" + cb(PSQL) + CONN + ws() + sc(S_ERR) + adv(6000),
         "clock-far-future": b"\x00" + cb(PSQL) + b"".join(adv(65535) for _ in range(40)) + wc(),
+    },
+    "scram_server": {
+        "empty": b"",
+        "p-flag": two(0, b"p=tls-server-end-point,,n=,r=abc"),
+        "authzid": two(0, b"n,a=admin,n=,r=abc"),
+        "mandatory-extension": two(0, b"n,,m=x,n=,r=abc"),
+        "user-unescaped-equals": two(1, b"n,,n=a=b,r=abc", _wp),
+        "nonce-257": two(0, b"n,,n=,r=" + b"N" * 257),
+        "nonce-256-assist": two(1, b"n,,n=,r=" + b"N" * 256, b"c=biws,r=" + b"N" * 256 + SN),
+        "message-1025": two(0, b"n,,n=,r=" + b"N" * 1017),
+        "biws-after-y": two(1, b"y,,n=,r=abc", _wp),
+        "nonce-echo-truncated": two(1, b"n,,n=,r=abc", _wp[:-1]),
+        "proof-twice": two(0, b"n,,n=,r=abc", PROOF_TWICE),
+        "right-proof-then-garbage": two(0, b"n,,n=,r=abc", PROOF_TWICE + b"x"),
+    },
+    "scram_client": {
+        "empty": b"",
+        "nonce-adds-nothing": two(1, b",s=AQ==,i=1"),
+        "iterations-zero": two(1, b"x,s=AQ==,i=0"),
+        "iterations-u64-overflow": two(1, b"x,s=AQ==,i=99999999999999999999999"),
+        "iterations-at-cap": two(1, b"x,s=AQ==,i=64", b"v=AA=="),
+        "salt-257": two(1, b"x,s=" + base64.b64encode(b"\x07" * 257) + b",i=1"),
+        "server-error": two(1, b"x,s=AQ==,i=1", b"e=invalid-proof"),
+        "signature-wrong-length": two(1, b"x,s=AQ==,i=1", b"v=AA=="),
+        "mandatory-extension": two(0, b"m=x,r=" + CN + b"x,s=AQ==,i=1"),
+        "nonce-not-printable": two(1, b"\x7f,s=AQ==,i=1"),
+    },
+    "userlist": {
+        "hash-comment": b"# users\n",
+        "unterminated-name": b"\"a\n",
+        "doubled-quote-then-eol": b"\"a\"\"\n",
+        "duplicate": b"\"a\" \"1\"\n\"a\" \"2\"\n",
+        "scram-bad-iterations": b"\"a\" \"SCRAM-SHA-256$0:AA==$x:y\"\n",
+        "scram-with-quotes": b"\"a\" \"SCRAM-SHA-256$4096:\"\"\"\n",
+        "md5-uppercase": b"\"a\" \"md5" + b"A" * 32 + b"\"\n",
+        "nul-in-secret": b"\"a\" \"b\x00c\"\n",
+        "invalid-utf8-name": b"\"a\xff\" \"b\"\n",
+        "lone-cr-at-eof": b"\"a\" \"b\"\r",
+        "text-between-fields": b"\"a\"x\"b\"\n",
     },
 }
 

@@ -120,6 +120,17 @@ fn random<const N: usize>() -> Result<[u8; N], String> {
     Ok(b)
 }
 
+/// Lowercase hex of an MD5 digest (the form MD5 answers are built from).
+fn hex32(d: &[u8; 16]) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in d.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    out
+}
+
 /// Reads a userlist-format file; errors name the key, file and line.
 fn read_userlist(key: &str, path: &std::path::Path) -> Result<UserList, String> {
     let text = std::fs::read_to_string(path)
@@ -156,10 +167,10 @@ fn load_pool(c: &Config) -> Result<(Arc<PoolSettings>, Arc<reactor::PoolRuntime>
     }
     let mut upstream_secrets = std::collections::HashMap::new();
     if let Some(p) = &c.upstream_auth_file {
-        for (name, secret) in read_userlist("upstream_auth_file", p)?.into_entries() {
+        for (name, secret) in read_userlist("upstream_auth_file", p)?.iter() {
             let s = match secret {
-                Secret::Plain(pw) => UpstreamSecret::Plain(pw.into_bytes()),
-                Secret::Md5(h) => UpstreamSecret::Md5Hash(h),
+                Secret::Plain(pw) => UpstreamSecret::Plain(pw.clone().into_bytes()),
+                Secret::Md5(digest) => UpstreamSecret::Md5Hash(hex32(digest)),
                 Secret::Scram(_) => {
                     return Err(format!(
                         "upstream_auth_file: {}: the entry for \"{name}\" is a SCRAM verifier; \
@@ -168,7 +179,7 @@ fn load_pool(c: &Config) -> Result<(Arc<PoolSettings>, Arc<reactor::PoolRuntime>
                     ));
                 }
             };
-            upstream_secrets.insert(name, s);
+            upstream_secrets.insert(name.to_string(), s);
         }
     }
     let session = SessionConfig::from_config(c);

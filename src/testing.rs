@@ -9,6 +9,10 @@
 //!   (`crate::protocol`);
 //! - `config_oracle`: the config file parser and `load` (`crate::config`);
 //! - `ring_ops_oracle`: `ByteRing` against a `VecDeque` model (`crate::buf`);
+//! - `scram_server_oracle`, `scram_client_oracle`, `userlist_oracle`: the
+//!   authentication layer (`crate::auth`): hostile clients and servers in a
+//!   SCRAM exchange, checked against SCRAM computed independently here, and
+//!   the auth_file parser with a render round trip;
 //! - `conn_ops_oracle`: one `Session` (`crate::conn`) driven by a decoded
 //!   sequence of reactor events with a fake clock (quinn-style).
 //!
@@ -501,6 +505,354 @@ pub fn ring_ops_oracle(data: &[u8]) {
             );
         }
     }
+}
+
+// -------------------------------------------------------------------- auth
+
+/// Password of the fixed verifier the SCRAM oracles use.
+pub const SCRAM_FUZZ_PASSWORD: &[u8] = b"pencil";
+/// Salt and iteration count of that verifier (few iterations: fuzzing speed).
+pub const SCRAM_FUZZ_SALT: &[u8] = b"fuzz-salt-16byte";
+pub const SCRAM_FUZZ_ITERATIONS: u32 = 16;
+/// Server nonce bytes of `scram_server_oracle`'s servers.
+pub const SCRAM_FUZZ_SERVER_NONCE: [u8; 18] = [0x5a; 18];
+/// Client nonce bytes of `scram_client_oracle`'s client.
+pub const SCRAM_FUZZ_CLIENT_NONCE: [u8; 18] = [0x11; 18];
+/// Iteration cap of `scram_client_oracle`'s client (keeps PBKDF2 cheap).
+pub const SCRAM_FUZZ_CLIENT_MAX_ITERATIONS: u32 = 64;
+
+/// HMAC-SHA-256, written here independently of `crate::auth`.
+fn oracle_hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// (ClientKey, StoredKey, ServerKey) for a password (RFC 5802 §3).
+fn oracle_scram_keys(
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> ([u8; 32], [u8; 32], [u8; 32]) {
+    use sha2::Digest;
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, iterations, &mut salted);
+    let client_key = oracle_hmac(&salted, &[b"Client Key"]);
+    let stored_key: [u8; 32] = sha2::Sha256::digest(client_key).into();
+    let server_key = oracle_hmac(&salted, &[b"Server Key"]);
+    (client_key, stored_key, server_key)
+}
+
+/// ClientProof and `v=` ServerSignature for an AuthMessage.
+fn oracle_scram_proof(
+    keys: &([u8; 32], [u8; 32], [u8; 32]),
+    auth_message: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    use crate::auth::base64;
+    let (client_key, stored_key, server_key) = keys;
+    let sig = oracle_hmac(stored_key, &[auth_message]);
+    let proof: Vec<u8> = client_key.iter().zip(sig).map(|(k, s)| k ^ s).collect();
+    let v = oracle_hmac(server_key, &[auth_message]);
+    let mut server_final = b"v=".to_vec();
+    server_final.extend_from_slice(base64::encode(&v).as_bytes());
+    (proof, server_final)
+}
+
+/// Splits `[flags][u16 le length][first message][rest]`; a short input
+/// gives empty parts.
+fn split_two_messages(data: &[u8]) -> (u8, &[u8], &[u8]) {
+    let flags = data.first().copied().unwrap_or(0);
+    let len = match data.get(1..3) {
+        Some(&[a, b]) => usize::from(u16::from_le_bytes([a, b])),
+        _ => 0,
+    };
+    let body = data.get(3..).unwrap_or_default();
+    let len = len.min(body.len());
+    (flags, &body[..len], &body[len..])
+}
+
+/// Encodes an input for `scram_server_oracle` / `scram_client_oracle`.
+pub fn encode_two_messages(flags: u8, first: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut out = vec![flags];
+    out.extend_from_slice(&u16::try_from(first.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(first);
+    out.extend_from_slice(rest);
+    out
+}
+
+/// A hostile client against `ScramServer` with a fixed verifier.
+/// Input: `[flags][u16 le len][client-first][client-final]`; flags bit 0
+/// ("assist") makes the rest client-final-*without-proof* and the oracle
+/// appends the correct proof, so the success path is reachable.
+///
+/// Checked: no panic; a real and a doomed server (and a doomed one with a
+/// mock verifier) answer the client-first identically; server-first is
+/// bounded and ends with the verifier's salt and count; **success implies
+/// the client-final carried the proof computed here from the password**, and
+/// `v=` is the signature computed here; a doomed server fails with
+/// `AuthFailed` exactly where the real one succeeds, and with the same error
+/// otherwise; in assist mode a correct proof is never `AuthFailed`; after
+/// the exchange (or any error) every call fails.
+pub fn scram_server_oracle(data: &[u8]) {
+    use crate::auth::base64;
+    use crate::auth::scram_server::{
+        MAX_CLIENT_NONCE_LEN, MAX_SERVER_NONCE_BYTES, ScramSecret, ScramServer, ScramServerError,
+    };
+    let (flags, client_first, rest) = split_two_messages(data);
+    let assist = flags & 1 == 1;
+    let secret =
+        ScramSecret::from_password(SCRAM_FUZZ_PASSWORD, SCRAM_FUZZ_SALT, SCRAM_FUZZ_ITERATIONS);
+    let mut real = ScramServer::new(secret.clone(), &SCRAM_FUZZ_SERVER_NONCE, false);
+    let mut doomed = ScramServer::new(secret, &SCRAM_FUZZ_SERVER_NONCE, true);
+    let mock_secret = ScramSecret::mock(client_first, &[7u8; 32]);
+    let mock_salt = base64::encode(&mock_secret.salt);
+    let mut mock = ScramServer::new(mock_secret, &SCRAM_FUZZ_SERVER_NONCE, true);
+
+    let closed = |s: &mut ScramServer| {
+        assert!(matches!(
+            s.handle_client_first(b"n,,n=,r=x"),
+            Err(ScramServerError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            s.handle_client_final(b"c=biws,r=x,p=AA=="),
+            Err(ScramServerError::OutOfOrder { .. })
+        ));
+    };
+
+    let first = real.handle_client_first(client_first);
+    assert_eq!(
+        first,
+        doomed.handle_client_first(client_first),
+        "doomed differs at client-first"
+    );
+    let mock_first = mock.handle_client_first(client_first);
+    let server_first = match first {
+        Err(e) => {
+            assert!(!e.is_auth_failure(), "AuthFailed at client-first");
+            assert_eq!(mock_first, Err(e));
+            assert_eq!(e.sqlstate(), "08P01");
+            closed(&mut real);
+            closed(&mut doomed);
+            closed(&mut mock);
+            return;
+        }
+        Ok(sf) => sf,
+    };
+    // shape: r=<client nonce><server nonce>,s=<salt>,i=<count>
+    let snonce = base64::encode(&SCRAM_FUZZ_SERVER_NONCE);
+    let tail = format!(
+        "{snonce},s={},i={SCRAM_FUZZ_ITERATIONS}",
+        base64::encode(SCRAM_FUZZ_SALT)
+    );
+    assert!(server_first.starts_with(b"r="));
+    assert!(server_first.ends_with(tail.as_bytes()), "server-first tail");
+    assert!(server_first.len() <= 2 + MAX_CLIENT_NONCE_LEN + 4 * MAX_SERVER_NONCE_BYTES / 3 + 64);
+    let cnonce = &server_first[2..server_first.len() - tail.len()];
+    let mock_first = mock_first.expect("mock rejects what the real server accepts");
+    let mock_tail = format!("{snonce},s={mock_salt},i=4096");
+    assert_eq!(mock_first, [b"r=", cnonce, mock_tail.as_bytes()].concat());
+    // the client-first was accepted: gs2 header, then the bare message
+    assert!(matches!(client_first, [b'n' | b'y', b',', b',', ..]));
+    let bare = &client_first[3..];
+    assert!(bare.starts_with(b"n="));
+
+    let keys = oracle_scram_keys(SCRAM_FUZZ_PASSWORD, SCRAM_FUZZ_SALT, SCRAM_FUZZ_ITERATIONS);
+    let client_final = if assist {
+        let auth_message = [bare, b",", &server_first, b",", rest].concat();
+        let (proof, _) = oracle_scram_proof(&keys, &auth_message);
+        [rest, b",p=", base64::encode(&proof).as_bytes()].concat()
+    } else {
+        rest.to_vec()
+    };
+    let fin = real.handle_client_final(&client_final);
+    let doomed_fin = doomed.handle_client_final(&client_final);
+    let mock_fin = mock.handle_client_final(&client_final);
+    assert!(mock_fin.is_err(), "a mock verifier accepted a proof");
+    match &fin {
+        Ok(v) => {
+            assert_eq!(doomed_fin, Err(ScramServerError::AuthFailed));
+            assert_eq!(mock_fin, Err(ScramServerError::AuthFailed));
+            // success implies the right proof, computed independently
+            let comma = client_final.iter().rposition(|&b| b == b',').unwrap();
+            let without_proof = &client_final[..comma];
+            let proof = client_final[comma + 1..].strip_prefix(b"p=").unwrap();
+            let auth_message = [bare, b",", &server_first, b",", without_proof].concat();
+            let (want_proof, want_v) = oracle_scram_proof(&keys, &auth_message);
+            assert_eq!(
+                proof,
+                base64::encode(&want_proof).as_bytes(),
+                "accepted a wrong proof"
+            );
+            assert_eq!(*v, want_v, "wrong server signature");
+            let cbind: &[u8] = if client_first[0] == b'y' {
+                b"c=eSws,"
+            } else {
+                b"c=biws,"
+            };
+            let r = [
+                b"r=",
+                &server_first[2..server_first.len() - tail.len() + snonce.len()],
+            ]
+            .concat();
+            assert!(without_proof.starts_with(&[cbind, &r].concat()));
+        }
+        Err(e) => {
+            assert_eq!(doomed_fin.as_ref(), Err(e), "doomed fails differently");
+            if assist {
+                assert!(!e.is_auth_failure(), "a correct proof was rejected");
+            }
+            assert_eq!(
+                e.sqlstate(),
+                if e.is_auth_failure() {
+                    "28P01"
+                } else {
+                    "08P01"
+                }
+            );
+        }
+    }
+    closed(&mut real);
+    closed(&mut doomed);
+    closed(&mut mock);
+}
+
+/// A hostile server against `ScramClient` (password `SCRAM_FUZZ_PASSWORD`,
+/// iteration cap `SCRAM_FUZZ_CLIENT_MAX_ITERATIONS`).
+/// Input: `[flags][u16 le len][server-first][server-final]`; flags bit 0
+/// prefixes the server-first with `r=<client nonce>`, bit 1 replaces the
+/// server-final with the correct one (computed here).
+///
+/// Checked: no panic; an accepted server-first has `r=` extending the
+/// client nonce, a salt within the cap and `1 <= i <= cap`; the client-final
+/// is exactly `c=biws,r=<nonce>,p=<proof computed here>` (bounded); the
+/// client accepts a server-final only if it is the signature computed here,
+/// and always accepts that one; after the exchange every call fails.
+pub fn scram_client_oracle(data: &[u8]) {
+    use crate::auth::base64;
+    use crate::auth::scram::{MAX_SALT_LEN, MAX_SERVER_NONCE_LEN, ScramClient, ScramError};
+    let (flags, first, rest) = split_two_messages(data);
+    let mut c = ScramClient::new(SCRAM_FUZZ_PASSWORD, &SCRAM_FUZZ_CLIENT_NONCE)
+        .with_max_iterations(SCRAM_FUZZ_CLIENT_MAX_ITERATIONS);
+    let cnonce = base64::encode(&SCRAM_FUZZ_CLIENT_NONCE);
+    assert_eq!(c.client_first(), format!("n,,n=,r={cnonce}").as_bytes());
+    let server_first = if flags & 1 == 1 {
+        [b"r=", cnonce.as_bytes(), first].concat()
+    } else {
+        first.to_vec()
+    };
+    let closed = |c: &mut ScramClient| {
+        assert!(matches!(
+            c.handle_server_first(b"r=x,s=AA==,i=1"),
+            Err(ScramError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            c.handle_server_final(b"v=AA=="),
+            Err(ScramError::OutOfOrder { .. })
+        ));
+    };
+    let client_final = match c.handle_server_first(&server_first) {
+        Err(_) => return closed(&mut c),
+        Ok(cf) => cf,
+    };
+    // independent parse of what was accepted
+    let text = std::str::from_utf8(&server_first).expect("accepted non-UTF-8 server-first");
+    let parts: Vec<&str> = text.split(',').collect();
+    assert_eq!(
+        parts.len(),
+        3,
+        "accepted server-first with {} attributes",
+        parts.len()
+    );
+    let nonce = parts[0].strip_prefix("r=").unwrap();
+    assert!(nonce.len() > cnonce.len() && nonce.starts_with(&cnonce));
+    assert!(nonce.len() <= MAX_SERVER_NONCE_LEN);
+    let salt = base64::decode(parts[1].strip_prefix("s=").unwrap().as_bytes()).unwrap();
+    assert!(!salt.is_empty() && salt.len() <= MAX_SALT_LEN);
+    let iterations: u64 = parts[2].strip_prefix("i=").unwrap().parse().unwrap();
+    assert!(
+        (1..=u64::from(SCRAM_FUZZ_CLIENT_MAX_ITERATIONS)).contains(&iterations),
+        "iteration cap not respected: {iterations}"
+    );
+    let keys = oracle_scram_keys(SCRAM_FUZZ_PASSWORD, &salt, iterations as u32);
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = [
+        format!("n=,r={cnonce}").as_bytes(),
+        b",",
+        &server_first,
+        b",",
+        without_proof.as_bytes(),
+    ]
+    .concat();
+    let (proof, want_v) = oracle_scram_proof(&keys, &auth_message);
+    assert_eq!(
+        client_final,
+        format!("{without_proof},p={}", base64::encode(&proof)).as_bytes()
+    );
+    assert!(client_final.len() <= 9 + MAX_SERVER_NONCE_LEN + 3 + 44);
+
+    let server_final = if flags & 2 == 2 {
+        want_v.clone()
+    } else {
+        rest.to_vec()
+    };
+    let r = c.handle_server_final(&server_final);
+    if server_final == want_v {
+        assert_eq!(r, Ok(()), "the right server signature was refused");
+    } else {
+        assert!(r.is_err(), "accepted a wrong server signature");
+    }
+    closed(&mut c);
+}
+
+/// auth_file text (lossy UTF-8): `UserList::parse` never panics; errors
+/// name a line of the text; a parsed list has unique, non-empty,
+/// control-free names within the caps, `get` finds every entry, plain
+/// passwords verify against themselves, and `render` parses back to the
+/// same entries (and renders identically).
+pub fn userlist_oracle(data: &[u8]) {
+    use crate::auth::userlist::{MAX_ENTRIES, MAX_NAME_LEN, MAX_SECRET_LEN, Secret, UserList};
+    let text = String::from_utf8_lossy(data);
+    let lines = text.split('\n').count();
+    let list = match UserList::parse(&text) {
+        Err(e) => {
+            assert!(
+                e.line >= 1 && e.line <= lines,
+                "error line {} of {lines}",
+                e.line
+            );
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("auth_file line {}: ", e.line))
+            );
+            return;
+        }
+        Ok(l) => l,
+    };
+    assert!(list.len() <= MAX_ENTRIES);
+    let mut seen = std::collections::HashSet::new();
+    for (name, secret) in list.iter() {
+        assert!(!name.is_empty() && name.len() <= MAX_NAME_LEN);
+        assert!(!name.chars().any(char::is_control));
+        assert!(seen.insert(name), "duplicate {name:?}");
+        let form = secret.stored_form();
+        assert!(!form.is_empty() && form.len() <= MAX_SECRET_LEN);
+        assert_eq!(list.get(name).map(Secret::stored_form), Some(form.clone()));
+        if let Secret::Plain(p) = secret {
+            assert!(secret.verify_cleartext(name, p.as_bytes()));
+            assert!(!secret.verify_cleartext(name, format!("{p}x").as_bytes()));
+        }
+    }
+    let rendered = list.render();
+    let back = UserList::parse(&rendered).expect("rendered auth_file does not parse");
+    assert_eq!(back.len(), list.len());
+    for ((n1, s1), (n2, s2)) in list.iter().zip(back.iter()) {
+        assert_eq!(n1, n2);
+        assert_eq!(s1.stored_form(), s2.stored_form());
+    }
+    assert_eq!(back.render(), rendered);
 }
 
 // ---------------------------------------------------------------- conn ops
@@ -1452,6 +1804,7 @@ pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "push-peek",
         vec![7, 0, 5, 3, 3, 2, 4, 0, 6, 3, 7, 5, 0, 6, 0],
     ));
+    v.extend(auth_seed_corpus());
     // conn_ops: whole sessions, written as op sequences
     let wall = |ops: &[ConnOp]| -> Vec<ConnOp> { ops.to_vec() };
     let scram_session = wall(&[
@@ -1748,6 +2101,86 @@ pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     v
 }
 
+/// Seeds for the authentication targets (part of `seed_corpus`): whole
+/// SCRAM exchanges made with the crate's own client and server (the oracles
+/// check them independently) and auth_files in PgBouncer's format.
+fn auth_seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    use crate::auth::base64;
+    use crate::auth::scram::ScramClient;
+    use crate::auth::scram_server::{ScramSecret, ScramServer};
+    let mut v = Vec::new();
+    let secret =
+        ScramSecret::from_password(SCRAM_FUZZ_PASSWORD, SCRAM_FUZZ_SALT, SCRAM_FUZZ_ITERATIONS);
+    let snonce = base64::encode(&SCRAM_FUZZ_SERVER_NONCE);
+    // client side of a full exchange, right and wrong password
+    for (name, pw) in [
+        ("scram-client-exchange", SCRAM_FUZZ_PASSWORD),
+        ("wrong-password", b"pencil2".as_slice()),
+    ] {
+        let mut c = ScramClient::new(pw, &[0x42; 18]);
+        let mut s = ScramServer::new(secret.clone(), &SCRAM_FUZZ_SERVER_NONCE, false);
+        let cf = c.client_first();
+        let sf = s.handle_client_first(&cf).unwrap();
+        let fin = c.handle_server_first(&sf).unwrap();
+        v.push(("scram_server", name, encode_two_messages(0, &cf, &fin)));
+    }
+    v.push((
+        "scram_server",
+        "assist-y-flag",
+        encode_two_messages(
+            1,
+            b"y,,n=,r=fuzzclientnonce",
+            format!("c=eSws,r=fuzzclientnonce{snonce}").as_bytes(),
+        ),
+    ));
+    v.push((
+        "scram_server",
+        "assist-extensions",
+        encode_two_messages(
+            1,
+            b"n,,n=us=2Cer,r=abc,x=1",
+            format!("c=biws,r=abc{snonce},y=2").as_bytes(),
+        ),
+    ));
+    // server side: a whole exchange, then the assisted form
+    let cnonce = base64::encode(&SCRAM_FUZZ_CLIENT_NONCE);
+    let mut c = ScramClient::new(SCRAM_FUZZ_PASSWORD, &SCRAM_FUZZ_CLIENT_NONCE);
+    let mut s = ScramServer::new(secret, &SCRAM_FUZZ_SERVER_NONCE, false);
+    let sf = s.handle_client_first(&c.client_first()).unwrap();
+    let fin = s
+        .handle_client_final(&c.handle_server_first(&sf).unwrap())
+        .unwrap();
+    v.push((
+        "scram_client",
+        "postgres-exchange",
+        encode_two_messages(0, &sf, &fin),
+    ));
+    let tail = &sf[2 + cnonce.len()..];
+    v.push(("scram_client", "assist", encode_two_messages(3, tail, b"")));
+    v.push((
+        "scram_client",
+        "iterations-over-cap",
+        encode_two_messages(1, b"xyz,s=AQ==,i=65", b"v=AA=="),
+    ));
+    v.push((
+        "userlist",
+        "pgbouncer-example",
+        b"; users for pgvpd\n\
+          \"alice\" \"SCRAM-SHA-256$4096:x0ZvCJda/qaokXtEHkZreQ==$NpJ141AYjZj25j+xSEbCRRL1xW6NsscWqrThMTi3IiI=:/Jqsh/+e2ugyxI/oq5ruHxnav8E8cQqLI5vrXubY6Yk=\"\n\
+          \"carol\" \"md55023e9acc51181cd119771ba1b567a10\" \"\"\n\
+          \n\
+          \"app_user.acme\" \"plain pass\"\r\n"
+            .to_vec(),
+    ));
+    v.push((
+        "userlist",
+        "quotes-and-comments",
+        b"  ; comment\n\t\"we\"\"ird\"\t\"pa\"\"ss\" rest ignored\n\"md5short\" \"md5short\"\n"
+            .to_vec(),
+    ));
+    v
+}
+
 /// A tiny xorshift64 generator for seeded property tests (no `rand`
 /// dependency). Seeds must be non-zero; print the seed when a test fails.
 pub struct XorShift(pub u64);
@@ -1969,6 +2402,108 @@ mod tests {
                 (r.started, r.closed, r.client_tls, r.server_tls),
                 (*started, *closed, *ctls, *stls),
                 "{name}: {r:?}"
+            );
+        }
+    }
+
+    /// The auth seeds reach the paths they are named for (so the replay is
+    /// not vacuous): whole exchanges succeed, the wrong password fails.
+    #[test]
+    fn auth_seeds_reach_their_outcomes() {
+        use crate::auth::base64;
+        use crate::auth::scram::ScramClient;
+        use crate::auth::scram_server::{ScramSecret, ScramServer, ScramServerError};
+        let seeds = auth_seed_corpus();
+        let get = |t: &str, n: &str| {
+            seeds
+                .iter()
+                .find(|(t2, n2, _)| *t2 == t && *n2 == n)
+                .unwrap()
+                .2
+                .clone()
+        };
+        let server = || {
+            let secret = ScramSecret::from_password(
+                SCRAM_FUZZ_PASSWORD,
+                SCRAM_FUZZ_SALT,
+                SCRAM_FUZZ_ITERATIONS,
+            );
+            ScramServer::new(secret, &SCRAM_FUZZ_SERVER_NONCE, false)
+        };
+        let keys = oracle_scram_keys(SCRAM_FUZZ_PASSWORD, SCRAM_FUZZ_SALT, SCRAM_FUZZ_ITERATIONS);
+        for (name, want_ok) in [("scram-client-exchange", true), ("wrong-password", false)] {
+            let d = get("scram_server", name);
+            let (flags, cf, fin) = split_two_messages(&d);
+            assert_eq!(flags, 0);
+            let mut s = server();
+            s.handle_client_first(cf).unwrap();
+            let r = s.handle_client_final(fin);
+            if want_ok {
+                assert!(r.is_ok(), "{name}: {r:?}");
+            } else {
+                assert_eq!(r, Err(ScramServerError::AuthFailed), "{name}");
+            }
+        }
+        for name in ["assist-y-flag", "assist-extensions"] {
+            let d = get("scram_server", name);
+            let (flags, cf, rest) = split_two_messages(&d);
+            assert_eq!(flags, 1);
+            let mut s = server();
+            let sf = s.handle_client_first(cf).unwrap();
+            let am = [&cf[3..], b",", &sf, b",", rest].concat();
+            let (proof, _) = oracle_scram_proof(&keys, &am);
+            let fin = [rest, b",p=", base64::encode(&proof).as_bytes()].concat();
+            assert!(s.handle_client_final(&fin).is_ok(), "{name}");
+        }
+        // the client seeds: a whole exchange, and the assisted first step
+        let d = get("scram_client", "postgres-exchange");
+        let (_, sf, fin) = split_two_messages(&d);
+        let mut c = ScramClient::new(SCRAM_FUZZ_PASSWORD, &SCRAM_FUZZ_CLIENT_NONCE)
+            .with_max_iterations(SCRAM_FUZZ_CLIENT_MAX_ITERATIONS);
+        c.handle_server_first(sf).unwrap();
+        assert_eq!(c.handle_server_final(fin), Ok(()));
+        let d = get("scram_client", "assist");
+        let (flags, tail, _) = split_two_messages(&d);
+        assert_eq!(flags, 3);
+        let cnonce = base64::encode(&SCRAM_FUZZ_CLIENT_NONCE);
+        let sf = [b"r=", cnonce.as_bytes(), tail].concat();
+        let mut c = ScramClient::new(SCRAM_FUZZ_PASSWORD, &SCRAM_FUZZ_CLIENT_NONCE)
+            .with_max_iterations(SCRAM_FUZZ_CLIENT_MAX_ITERATIONS);
+        assert!(c.handle_server_first(&sf).is_ok());
+        // the auth_file seeds parse
+        for name in ["pgbouncer-example", "quotes-and-comments"] {
+            let d = get("userlist", name);
+            let list = crate::auth::userlist::UserList::parse(std::str::from_utf8(&d).unwrap());
+            assert!(list.is_ok_and(|l| l.len() >= 2), "{name}");
+        }
+    }
+
+    #[test]
+    fn auth_oracles_hold_on_mutations() {
+        let seed = 0x0a07_4f00_5eed_1234u64;
+        let mut rng = XorShift(seed);
+        let seeds = auth_seed_corpus();
+        for round in 0..1500 {
+            let (target, _, data) = &seeds[rng.below_usize(seeds.len())];
+            let mut m = data.clone();
+            for _ in 0..1 + rng.below(3) {
+                if m.is_empty() {
+                    break;
+                }
+                let i = rng.below_usize(m.len());
+                m[i] = rng.next() as u8;
+            }
+            if rng.next().is_multiple_of(4) {
+                m.truncate(rng.below_usize(m.len() + 1));
+            }
+            let r = std::panic::catch_unwind(|| match *target {
+                "scram_server" => scram_server_oracle(&m),
+                "scram_client" => scram_client_oracle(&m),
+                _ => userlist_oracle(&m),
+            });
+            assert!(
+                r.is_ok(),
+                "seed {seed:#x} round {round} {target} input {m:?}"
             );
         }
     }

@@ -23,6 +23,9 @@ const TARGETS: &[(&str, Oracle)] = &[
     ("config", testing::config_oracle),
     ("ring_ops", testing::ring_ops_oracle),
     ("conn_ops", testing::conn_ops_oracle),
+    ("scram_server", testing::scram_server_oracle),
+    ("scram_client", testing::scram_client_oracle),
+    ("userlist", testing::userlist_oracle),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -98,7 +98,8 @@ impl AuthDb {
     ) -> Result<AuthDb, String> {
         let mut entries = HashMap::new();
         if let Some(list) = users {
-            for (name, secret) in list.into_entries() {
+            for (name, secret) in list.iter() {
+                let (name, secret) = (name.to_string(), secret.clone());
                 if method == Method::ScramSha256 && matches!(secret, Secret::Md5(_)) {
                     return Err(format!(
                         "auth_file: the entry for \"{name}\" is an md5 hash, which cannot \
