@@ -11,6 +11,9 @@
 //!   both links (client `sslmode=verify-full`, `upstream_tls = verify-full`)
 //!   next to direct PostgreSQL over TLS (`sslmode=verify-full`), on the same
 //!   cluster (`ssl = on`, a test CA made at run time).
+//! - Session pooling: pgbench `-S -c 64` and `-S -C -c 16` through pgvpd
+//!   `pool_mode = session` next to PgBouncer session mode and direct, both
+//!   poolers authenticating clients with SCRAM-SHA-256 and pool size 64.
 //! - Proxy RSS with 1,000 idle authenticated clients (kB per client).
 //!
 //! Prints a Markdown table and writes it to `target/bench-results.md`.
@@ -125,6 +128,7 @@ fn run(secs: u32) -> usize {
             user: ROLE.to_string(),
             pid: None,
             tls: None,
+            password: None,
         },
         Target {
             name: "pgbouncer",
@@ -132,6 +136,7 @@ fn run(secs: u32) -> usize {
             user: ROLE.to_string(),
             pid: Some(bouncer.pid()),
             tls: None,
+            password: None,
         },
         Target {
             name: "pgvpd",
@@ -139,6 +144,7 @@ fn run(secs: u32) -> usize {
             user: tenant_user.clone(),
             pid: Some(proxy.pid()),
             tls: None,
+            password: None,
         },
     ];
 
@@ -208,6 +214,8 @@ fn run(secs: u32) -> usize {
 
     let (tls_rows, tls_failures) = run_tls(&cluster, &tenant_user, secs);
     failures += tls_failures;
+    let (pool_rows, pool_failures) = run_pool(&cluster, &pgbouncer_bin, &tenant_user, secs);
+    failures += pool_failures;
 
     println!("== idle memory: {IDLE_CLIENTS} authenticated idle clients (fresh proxies)");
     // Each measurement on a fresh process, so memory freed by the pgbench
@@ -243,7 +251,7 @@ fn run(secs: u32) -> usize {
     }
 
     let facts = machine_facts(&cluster, &pgbouncer_bin, &pgvpd_bin, secs, &load_start);
-    let report = render(&rows, &tls_rows, &mems, &facts);
+    let report = render(&rows, &tls_rows, &pool_rows, &mems, &facts);
     println!("\n{report}");
     let out = common::repo_root().join("target/bench-results.md");
     match fs::write(&out, &report) {
@@ -281,6 +289,7 @@ fn run_tls(cluster: &Cluster, tenant_user: &str, secs: u32) -> (Vec<Row>, usize)
             user: ROLE.to_string(),
             pid: None,
             tls: Some(ca.clone()),
+            password: None,
         },
         Target {
             name: "pgvpd TLS",
@@ -288,6 +297,7 @@ fn run_tls(cluster: &Cluster, tenant_user: &str, secs: u32) -> (Vec<Row>, usize)
             user: tenant_user.to_string(),
             pid: Some(proxy.pid()),
             tls: Some(ca.clone()),
+            password: None,
         },
     ];
     // Both links really are TLS: libpq's verify-full fails rather than fall
@@ -344,6 +354,109 @@ fn run_tls(cluster: &Cluster, tenant_user: &str, secs: u32) -> (Vec<Row>, usize)
         }
         rows.push(Row { spec, results });
     }
+    (rows, failures)
+}
+
+/// The password both poolers authenticate bench clients with (SCRAM).
+const POOL_PASSWORD: &str = "bench-pool-pw";
+const POOL_SIZE: u32 = 64;
+
+/// Session pooling: pgvpd `pool_mode = session` next to PgBouncer session
+/// mode and direct. Returns the rows and the number of failures.
+fn run_pool(
+    cluster: &Cluster,
+    pgbouncer_bin: &Path,
+    tenant_user: &str,
+    secs: u32,
+) -> (Vec<Row>, usize) {
+    println!("== session pooling: pgvpd vs pgbouncer (SCRAM clients, pool size {POOL_SIZE})");
+    let bouncer = PgBouncer::start_auth(pgbouncer_bin, cluster, POOL_SIZE, Some(POOL_PASSWORD));
+    let proxy = Proxy::start(
+        cluster,
+        &format!(
+            "log_level = warn\nmax_client_conn = 5000\npool_mode = session\n\
+             pool_size = {POOL_SIZE}\npool_password = {POOL_PASSWORD}\n\
+             upstream_password = unused-trust\npool_checkout_timeout = 60\n"
+        ),
+    );
+    let targets = [
+        Target {
+            name: "direct",
+            port: cluster.port,
+            user: ROLE.to_string(),
+            pid: None,
+            tls: None,
+            password: None,
+        },
+        Target {
+            name: "pgbouncer",
+            port: bouncer.port,
+            user: ROLE.to_string(),
+            pid: Some(bouncer.pid()),
+            tls: None,
+            password: Some(POOL_PASSWORD),
+        },
+        Target {
+            name: "pgvpd pool",
+            port: proxy.port,
+            user: tenant_user.to_string(),
+            pid: Some(proxy.pid()),
+            tls: None,
+            password: Some(POOL_PASSWORD),
+        },
+    ];
+    let mut failures = 0;
+    let sql = "SELECT current_setting('app.current_tenant_id'), count(*) FROM bench_accounts";
+    let out = psql(proxy.port, tenant_user, Some(POOL_PASSWORD), DB, sql);
+    let want = format!("{TENANT}|{ROWS_PER_TENANT}");
+    if out.out() != want {
+        failures += 1;
+        eprintln!(
+            "pool sanity check FAILED: want {want}, got {:?} {}",
+            out.out(),
+            out.stderr.trim()
+        );
+    } else {
+        println!("   sanity: the pooled session sees its tenant's {ROWS_PER_TENANT} rows");
+    }
+    let mut rows = Vec::new();
+    for (clients, connect_each, mode) in [
+        (64u32, false, "simple"),
+        (64, false, "prepared"),
+        (16, true, "simple"),
+    ] {
+        let spec = Spec {
+            workload: if connect_each {
+                "pool select-only `-S`, `-C`"
+            } else {
+                "pool select-only `-S`"
+            },
+            mode,
+            clients,
+            connect_each,
+            extra: vec!["-S".to_string()],
+        };
+        let mut results = Vec::new();
+        for t in &targets {
+            let r = run_pgbench(t, &spec, secs);
+            println!(
+                "   {:<28} {:<8} -c {:<2} {:<10} {}",
+                spec.workload,
+                spec.mode,
+                spec.clients,
+                t.name,
+                r.summary()
+            );
+            if let Some(e) = &r.error {
+                failures += 1;
+                eprintln!("      FAILED: {e}");
+            }
+            results.push(r);
+        }
+        rows.push(Row { spec, results });
+    }
+    drop(proxy);
+    drop(bouncer);
     (rows, failures)
 }
 
@@ -453,6 +566,8 @@ struct Target {
     pid: Option<u32>,
     /// TLS with `sslmode=verify-full` against this CA (None: `sslmode=disable`).
     tls: Option<PathBuf>,
+    /// PGPASSWORD (the poolers' own client authentication).
+    password: Option<&'static str>,
 }
 
 #[derive(Clone, Debug)]
@@ -533,6 +648,9 @@ fn run_pgbench(t: &Target, spec: &Spec, secs: u32) -> RunResult {
     ];
     if let Some(ca) = ca {
         env.push(("PGSSLROOTCERT", ca));
+    }
+    if let Some(pw) = t.password {
+        env.push(("PGPASSWORD", pw));
     }
     let cpu0 = t.pid.map(cpu_seconds);
     let t0 = Instant::now();
@@ -718,6 +836,12 @@ struct PgBouncer {
 
 impl PgBouncer {
     fn start(bin: &Path, cluster: &Cluster, pool_size: u32) -> PgBouncer {
+        Self::start_auth(bin, cluster, pool_size, None)
+    }
+
+    /// `scram`: clients authenticate with SCRAM-SHA-256 with this password
+    /// (the server side stays trust).
+    fn start_auth(bin: &Path, cluster: &Cluster, pool_size: u32, scram: Option<&str>) -> PgBouncer {
         let dir = cluster.subdir("pgbouncer");
         let ids = common::is_root().then(common::postgres_ids);
         if let Some((uid, gid)) = ids {
@@ -731,7 +855,7 @@ impl PgBouncer {
              listen_addr = 127.0.0.1\n\
              listen_port = {port}\n\
              unix_socket_dir =\n\
-             auth_type = trust\n\
+             auth_type = {auth}\n\
              auth_file = {dir}/userlist.txt\n\
              pool_mode = session\n\
              max_client_conn = 2000\n\
@@ -742,13 +866,19 @@ impl PgBouncer {
              log_disconnections = 0\n\
              log_pooler_errors = 1\n",
             cluster.port,
-            dir = dir.display()
+            dir = dir.display(),
+            auth = if scram.is_some() {
+                "scram-sha-256"
+            } else {
+                "trust"
+            },
         );
         fs::write(dir.join("pgbouncer.ini"), ini).expect("write pgbouncer.ini");
         // trust still needs the user names in auth_file.
+        let pw = scram.unwrap_or("");
         fs::write(
             dir.join("userlist.txt"),
-            format!("\"{ROLE}\" \"\"\n\"postgres\" \"\"\n"),
+            format!("\"{ROLE}\" \"{pw}\"\n\"postgres\" \"\"\n"),
         )
         .expect("write userlist.txt");
         let mut cmd = Command::new(bin);
@@ -905,10 +1035,24 @@ fn loadavg() -> String {
 fn render(
     rows: &[Row],
     tls_rows: &[Row],
+    pool_rows: &[Row],
     mems: &[(String, Result<Mem, String>)],
     facts: &[String],
 ) -> String {
     let mut s = String::new();
+    three_way_table(&mut s, rows);
+    let _ = writeln!(
+        s,
+        "\nSession pooling (`pool_mode = session` against PgBouncer `pool_mode = session`, both \
+         with pool size 64 and SCRAM-SHA-256 client authentication; direct uses trust):\n"
+    );
+    three_way_table(&mut s, pool_rows);
+    tls_and_rest(&mut s, rows, tls_rows, mems, facts);
+    s
+}
+
+/// Rows with results [direct, pgbouncer, pgvpd] as a Markdown table.
+fn three_way_table(s: &mut String, rows: &[Row]) {
     let _ = writeln!(
         s,
         "| workload | mode | -c | direct tps | pgbouncer tps (× direct) | pgvpd tps (× direct) \
@@ -961,6 +1105,15 @@ fn render(
             cpu(pgvpd)
         );
     }
+}
+
+fn tls_and_rest(
+    s: &mut String,
+    _rows: &[Row],
+    tls_rows: &[Row],
+    mems: &[(String, Result<Mem, String>)],
+    facts: &[String],
+) {
     let _ = writeln!(
         s,
         "\nCPU share: proxy utime+stime during the run ÷ wall time of the run (100% = one core); \
@@ -1035,5 +1188,4 @@ fn render(
     for f in facts {
         let _ = writeln!(s, "- {f}");
     }
-    s
 }

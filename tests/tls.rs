@@ -58,6 +58,7 @@ const CASES: &[Case] = &[
         "upstream_verify_full_pg_stat_ssl",
         upstream_verify_full_pg_stat_ssl,
     ),
+    ("cancel_over_upstream_tls", cancel_over_upstream_tls),
     ("upstream_wrong_ca_fails", upstream_wrong_ca_fails),
     (
         "upstream_verify_ca_vs_full_name_mismatch",
@@ -593,6 +594,26 @@ fn tls_port_listener(ctx: &Ctx) {
 }
 
 // ---------------------------------------------------------------- upstream side
+
+/// A cancel crosses the proxy→server link inside TLS when upstream_tls says
+/// so (SSLRequest, handshake, then the CancelRequest), and still works.
+fn cancel_over_upstream_tls(ctx: &Ctx) {
+    let ca = &ctx.pki().ca.cert;
+    let p = ctx.proxy(&upstream_conf("verify-full", ca));
+    let mut c = raw_trust_login(p.port).unwrap_or_else(|e| panic!("raw login: {e:?}"));
+    let (pid, key) = c.backend_key.expect("BackendKeyData");
+    c.send_query("SELECT pg_sleep(30)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    let mut k = RawConn::connect(p.port);
+    k.send(&common::cancel_request_bytes(pid, key));
+    let e = c
+        .read_query_result()
+        .expect_err("pg_sleep(30) must be cancelled");
+    assert_eq!(e.code, "57014", "{e:?}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    p.assert_alive();
+}
 
 fn upstream_verify_full_pg_stat_ssl(ctx: &Ctx) {
     let ca = &ctx.pki().ca.cert;

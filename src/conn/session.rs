@@ -145,6 +145,10 @@ struct Handshake {
     server_tls: bool,
     /// Pool mode: the pooled server lent to this client (during `Injecting`).
     link: Option<Box<ServerLink>>,
+    /// Pool mode: the context batch was cancelled (a late cancel meant for
+    /// the server's previous client): skip to its ReadyForQuery and send it
+    /// once more. `Some(false)`: waiting; `Some(true)`: resent.
+    retried: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +157,9 @@ enum AfterStartup {
     Authenticate,
     /// Superuser bypass: relay everything untouched.
     Relay,
+    /// A CancelRequest (`startup`) to forward once the upstream link is
+    /// ready (through TLS when `upstream_tls` asks for it), then close.
+    Cancel,
 }
 
 #[derive(Debug)]
@@ -298,8 +305,9 @@ impl Session {
 
     /// The (pid, key) of the CancelRequest this connection forwards.
     pub fn cancel_key(&self) -> Option<&(i32, Vec<u8>)> {
-        match self.phase {
+        match &self.phase {
             Phase::CancelConnecting => self.cancel_key.as_ref(),
+            Phase::Connecting(hs) if hs.then == AfterStartup::Cancel => self.cancel_key.as_ref(),
             _ => None,
         }
     }
@@ -307,11 +315,15 @@ impl Session {
     /// Pool mode: forward the cancel with the key of the backend serving
     /// the client now, in place of the proxy-issued one.
     pub fn retarget_cancel(&mut self, pid: i32, key: &[u8]) {
-        if matches!(self.phase, Phase::CancelConnecting) {
-            self.to_server.clear();
-            if encode::cancel_request(&mut self.to_server, pid, key).is_err() {
-                self.finish(CloseReason::CancelForwarded, "bad backend key".into());
-            }
+        let mut packet = Vec::new();
+        if encode::cancel_request(&mut packet, pid, key).is_err() {
+            self.finish(CloseReason::CancelForwarded, "bad backend key".into());
+            return;
+        }
+        match &mut self.phase {
+            Phase::CancelConnecting => self.to_server = packet,
+            Phase::Connecting(hs) if hs.then == AfterStartup::Cancel => hs.startup = packet,
+            _ => {}
         }
     }
 
@@ -599,6 +611,7 @@ impl Session {
         self.to_server.extend_from_slice(&hs.startup);
         match hs.then {
             AfterStartup::Authenticate => Phase::Authenticating(hs, AuthStep::AwaitServer),
+            AfterStartup::Cancel => Phase::CancelSending,
             AfterStartup::Relay => {
                 // Superuser bypass: from here on the bytes are relayed untouched.
                 self.timers.clear(TimerKind::Handshake);
@@ -1038,9 +1051,25 @@ impl Session {
                 // Pool mode: the reactor maps a proxy-issued key first
                 // (`cancel_key` / `retarget_cancel`).
                 self.cancel_key = Some((c.pid, c.key.to_vec()));
-                self.to_server.extend_from_slice(wire);
-                self.phase = Phase::CancelConnecting;
-                self.timers.clear(TimerKind::Handshake);
+                if self.cfg.upstream_tls == UpstreamTlsMode::Disable {
+                    self.to_server.extend_from_slice(wire);
+                    self.phase = Phase::CancelConnecting;
+                    self.timers.clear(TimerKind::Handshake);
+                } else {
+                    // The key must not cross the server link in clear: the
+                    // same SSLRequest/TLS steps as a session, then the cancel.
+                    // Bounded by the handshake timer.
+                    let hs = Handshake {
+                        role: String::new(),
+                        values: Vec::new(),
+                        startup: wire.to_vec(),
+                        then: AfterStartup::Cancel,
+                        server_tls: false,
+                        link: None,
+                        retried: None,
+                    };
+                    self.phase = Phase::Connecting(Box::new(hs));
+                }
                 self.connect(now);
                 true
             }
@@ -1079,6 +1108,7 @@ impl Session {
                             then: AfterStartup::Relay,
                             server_tls: false,
                             link: None,
+                            retried: None,
                         };
                         self.phase = Phase::Connecting(Box::new(hs));
                         self.connect(now);
@@ -1126,6 +1156,7 @@ impl Session {
                             then: AfterStartup::Authenticate,
                             server_tls: false,
                             link: None,
+                            retried: None,
                         };
                         self.phase = Phase::Connecting(Box::new(hs));
                         self.connect(now);
@@ -1277,6 +1308,17 @@ impl Session {
                     Phase::Injecting(..) => CloseReason::InjectionFailed,
                     _ => CloseReason::ServerError,
                 };
+                if let Phase::Injecting(hs, _) = &mut self.phase
+                    && hs.link.is_some()
+                    && hs.retried.is_none()
+                    && fields.code == Some(b"57014".as_slice())
+                {
+                    // Pool mode: nobody asked to cancel this batch; a cancel
+                    // for the server's previous client landed late (PostgreSQL
+                    // signals twice). Skip to the batch's ReadyForQuery, resend.
+                    hs.retried = Some(false);
+                    return Ok(());
+                }
                 if matches!(self.phase, Phase::Injecting(..)) {
                     let code = fields
                         .code
@@ -1340,6 +1382,25 @@ impl Session {
                     });
                 }
             },
+            Phase::Injecting(mut hs, step) if hs.retried == Some(false) => {
+                if t == tag::READY_FOR_QUERY {
+                    backend::decode_ready_for_query(body)?;
+                    hs.retried = Some(true);
+                    let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
+                    let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
+                    inject::build(
+                        &mut self.to_server,
+                        &self.pool_settings,
+                        &self.cfg.context_variables,
+                        &values,
+                        &role,
+                    )?;
+                    Phase::Injecting(hs, Step::SetParse)
+                } else {
+                    // The rest of the cancelled batch's answers.
+                    Phase::Injecting(hs, step)
+                }
+            }
             Phase::Injecting(mut hs, step) => {
                 if t == tag::PARAMETER_STATUS {
                     let ps = backend::decode_parameter_status(body)?;

@@ -715,16 +715,32 @@ fn client_tls_allow_accepts_a_plaintext_startup() {
 /// to the server in plaintext even with `upstream_tls = require`: no
 /// SSLRequest, no `StartServerTls`. Asserted as the current behaviour.
 #[test]
-fn cancel_request_is_forwarded_in_plaintext_whatever_the_tls_modes() {
+fn cancel_request_goes_through_upstream_tls_when_configured() {
     let mut cancel = Vec::new();
     encode::cancel_request(&mut cancel, 4242, &[1, 2, 3, 4]).unwrap();
+    // upstream_tls = require: SSLRequest first, the cancel only inside TLS.
     let mut p = Pair::new(cfg(ClientTlsMode::Require, UpstreamTlsMode::Require));
     p.client_send(&cancel);
     p.connect();
-    assert_eq!(p.s.poll_action(), None, "TLS started for a cancel");
-    assert_eq!(p.take_server_output(), cancel);
+    assert_eq!(
+        p.take_server_output(),
+        SSL_REQUEST,
+        "SSLRequest before the cancel"
+    );
+    p.server_feed(b"S");
+    assert_eq!(p.s.poll_action(), Some(Action::StartServerTls));
+    assert_eq!(p.take_server_output(), b"", "nothing in clear before TLS");
+    p.s.handle_server_tls_ready(p.now());
+    assert_eq!(p.take_server_output(), cancel, "the cancel, inside TLS");
     assert_eq!(p.closed().map(|c| c.0), Some(CloseReason::CancelForwarded));
     assert_eq!(p.take_client_output(), b"");
+    // upstream_tls = disable: verbatim, in plaintext, as before.
+    let mut p = Pair::new(cfg(ClientTlsMode::Allow, UpstreamTlsMode::Disable));
+    p.client_send(&cancel);
+    p.connect();
+    assert_eq!(p.s.poll_action(), None);
+    assert_eq!(p.take_server_output(), cancel);
+    assert_eq!(p.closed().map(|c| c.0), Some(CloseReason::CancelForwarded));
 }
 
 // ---------------------------------------------------------- direct TLS

@@ -138,6 +138,7 @@ impl Session {
             then: super::AfterStartup::Authenticate,
             server_tls: false,
             link: None,
+            retried: None,
         };
         self.pool_settings = settings;
         self.phase = Phase::PoolAuth(Box::new(hs), Box::new(auth));
