@@ -21,7 +21,7 @@
 //!
 //! Not checked here (needs I/O): that `resolvers`, `tls_cert`, `tls_key` exist and parse.
 
-use super::{ClientTls, Config, ConfigError, PoolMode, Source, UpstreamTls};
+use super::{ClientTls, Config, ConfigError, PoolAuthMethod, PoolMode, Source, UpstreamTls};
 
 /// Most reactor threads.
 pub const MAX_WORKERS: usize = 64;
@@ -123,6 +123,16 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         }
         if let Some(l) = &c.pool_roles {
             check_items("pool_roles", l)?;
+            if let Some(r) = l.iter().find(|r| r.contains(c.tenant_separator.as_str())) {
+                return Err(err(
+                    "pool_roles",
+                    format!(
+                        "role '{r}' contains the tenant_separator '{}': user names are split at \
+                         its first occurrence, so this role could never be pooled",
+                        c.tenant_separator
+                    ),
+                ));
+            }
         }
         if c.pool_size == 0 {
             return Err(err(
@@ -130,6 +140,15 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
                 format!("must be > 0 with pool_mode = {mode}"),
             ));
         }
+    }
+    if c.pool_allow_insecure_cleartext && c.pool_auth_method != PoolAuthMethod::Cleartext {
+        return Err(err(
+            "pool_allow_insecure_cleartext",
+            format!(
+                "only applies with pool_auth_method = cleartext (got {})",
+                c.pool_auth_method.as_str()
+            ),
+        ));
     }
     if c.tenant_allow.is_some() && c.tenant_deny.is_some() {
         return Err(err(
@@ -469,6 +488,22 @@ mod tests {
                 },
                 "pool_roles",
                 "",
+            ),
+            (
+                Config {
+                    pool_roles: Some(vec!["app.x".into()]),
+                    ..pooled()
+                },
+                "pool_roles",
+                "contains the tenant_separator",
+            ),
+            (
+                Config {
+                    pool_allow_insecure_cleartext: true,
+                    ..d()
+                },
+                "pool_allow_insecure_cleartext",
+                "only applies with pool_auth_method = cleartext",
             ),
             (
                 Config {
