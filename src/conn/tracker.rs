@@ -152,12 +152,10 @@ pub enum Release {
     Reset,
 }
 
-/// Both directions of one lent server.
+/// What the requests and answers seen so far leave owed: fed one message
+/// at a time by the scanners, never by buffering messages.
 #[derive(Clone, Debug)]
-pub struct ServerTracker {
-    lim: Limits,
-    c: Scan,
-    s: Scan,
+struct Book {
     queue: VecDeque<(Req, u32)>,
     outstanding: u32,
     extended_open: bool,
@@ -167,6 +165,15 @@ pub struct ServerTracker {
     copy_aborted: bool,
     tx: u8,
     dirty: Option<&'static str>,
+}
+
+/// Both directions of one lent server.
+#[derive(Clone, Debug)]
+pub struct ServerTracker {
+    lim: Limits,
+    c: Scan,
+    s: Scan,
+    book: Book,
     terminated: bool,
 }
 
@@ -183,27 +190,29 @@ impl ServerTracker {
             lim: Limits::default(),
             c: Scan::new(FramePhase::Client),
             s: Scan::new(FramePhase::Server),
-            queue: VecDeque::new(),
-            outstanding: 0,
-            extended_open: false,
-            copy_in: false,
-            copy_aborted: false,
-            tx: b'I',
-            dirty: None,
+            book: Book {
+                queue: VecDeque::new(),
+                outstanding: 0,
+                extended_open: false,
+                copy_in: false,
+                copy_aborted: false,
+                tx: b'I',
+                dirty: None,
+            },
             terminated: false,
         }
     }
 
     pub fn outstanding(&self) -> u32 {
-        self.outstanding
+        self.book.outstanding
     }
 
     pub fn tx_status(&self) -> u8 {
-        self.tx
+        self.book.tx
     }
 
     pub fn is_dirty(&self) -> bool {
-        self.dirty.is_some()
+        self.book.dirty.is_some()
     }
 
     pub fn terminated(&self) -> bool {
@@ -213,23 +222,114 @@ impl ServerTracker {
     /// Every request answered, no cycle or COPY open, both directions at a
     /// message boundary, transaction idle, nothing doubtful.
     pub fn is_idle(&self) -> bool {
-        self.quiet() && self.tx == b'I'
+        self.quiet() && self.book.tx == b'I'
     }
 
     fn quiet(&self) -> bool {
-        self.dirty.is_none()
-            && self.outstanding == 0
-            && !self.extended_open
-            && !self.copy_in
+        let b = &self.book;
+        b.dirty.is_none()
+            && b.outstanding == 0
+            && !b.extended_open
+            && !b.copy_in
             && self.c.at_boundary()
             && self.s.at_boundary()
     }
 
     /// True while the client must not be read (the queue is at its cap).
     pub fn backpressure(&self) -> bool {
-        self.queue.len() >= MAX_RUNS || self.outstanding >= MAX_OUTSTANDING
+        self.book.queue.len() >= MAX_RUNS || self.book.outstanding >= MAX_OUTSTANDING
     }
 
+    /// Bytes at the end of the client stream that start a message header not
+    /// yet complete: not to be forwarded yet (it may be a Terminate).
+    pub fn client_partial_header(&self) -> usize {
+        self.c.have
+    }
+
+    /// The client is gone with an incomplete header held back (never
+    /// forwarded): forget it.
+    pub fn abandon_partial_client_header(&mut self) {
+        if self.c.skip == 0 {
+            self.c.have = 0;
+        }
+    }
+
+    /// Client → server bytes, in order, as read from the client. Returns the
+    /// offset from `chunk`'s start of a Terminate (negative when its header
+    /// began in an earlier chunk): that message and everything after it must
+    /// not be forwarded, and nothing more is scanned.
+    pub fn client_bytes(&mut self, chunk: &[u8]) -> Result<Option<isize>, ProtoError> {
+        if self.terminated {
+            return Ok(None);
+        }
+        let mut found = None;
+        let book = &mut self.book;
+        self.c.feed(chunk, &self.lim, |m| {
+            if m.tag == tag::TERMINATE {
+                found = Some(m.at);
+                return Ok(false);
+            }
+            book.on_client_msg(m.tag);
+            Ok(true)
+        })?;
+        if found.is_some() {
+            self.terminated = true;
+            // The Terminate's own header is not part of the stream.
+            self.c = Scan::new(FramePhase::Client);
+        }
+        Ok(found)
+    }
+
+    /// Server → client bytes, in order.
+    pub fn server_bytes(&mut self, chunk: &[u8]) -> Result<(), ProtoError> {
+        let book = &mut self.book;
+        self.s.feed(chunk, &self.lim, |m| {
+            book.on_server_msg(m.tag, m.first);
+            Ok(true)
+        })?;
+        Ok(())
+    }
+
+    /// Whole messages the proxy itself sends on the link (CopyFail, Sync).
+    pub fn sent_by_proxy(&mut self, msgs: &[u8]) -> Result<(), ProtoError> {
+        if !self.c.at_boundary() {
+            return Err(ProtoError::BadValue(
+                "proxy message inside a client message",
+            ));
+        }
+        let book = &mut self.book;
+        self.c.feed(msgs, &self.lim, |m| {
+            book.on_client_msg(m.tag);
+            Ok(true)
+        })?;
+        Ok(())
+    }
+
+    /// The next step of the release sequence (the client is gone).
+    pub fn release_step(&self) -> Release {
+        if let Some(why) = self.book.dirty {
+            return Release::Close(why.to_string());
+        }
+        if !self.c.at_boundary() {
+            return Release::Close("the client left in the middle of a message".into());
+        }
+        if self.book.copy_in {
+            return Release::SendCopyFail;
+        }
+        if self.book.extended_open {
+            return Release::SendSync;
+        }
+        if self.book.outstanding > 0 || !self.s.at_boundary() {
+            return Release::Drain;
+        }
+        match self.book.tx {
+            b'I' => Release::Reset,
+            _ => Release::Rollback,
+        }
+    }
+}
+
+impl Book {
     fn mark(&mut self, why: &'static str) {
         if self.dirty.is_none() {
             self.dirty = Some(why);
@@ -324,112 +424,6 @@ impl ServerTracker {
                 self.copy_aborted = true;
             }
             _ => {}
-        }
-    }
-
-    /// Bytes at the end of the client stream that start a message header not
-    /// yet complete: not to be forwarded yet (it may be a Terminate).
-    pub fn client_partial_header(&self) -> usize {
-        self.c.have
-    }
-
-    /// The client is gone with an incomplete header held back (never
-    /// forwarded): forget it.
-    pub fn abandon_partial_client_header(&mut self) {
-        if self.c.skip == 0 {
-            self.c.have = 0;
-        }
-    }
-
-    /// Client → server bytes, in order, as read from the client. Returns the
-    /// offset from `chunk`'s start of a Terminate (negative when its header
-    /// began in an earlier chunk): that message and everything after it must
-    /// not be forwarded, and nothing more is scanned.
-    pub fn client_bytes(&mut self, chunk: &[u8]) -> Result<Option<isize>, ProtoError> {
-        if self.terminated {
-            return Ok(None);
-        }
-        let lim = self.lim;
-        let mut c = self.c.clone();
-        let mut found = None;
-        let mut msgs: Vec<u8> = Vec::new();
-        c.feed(chunk, &lim, |m| {
-            if m.tag == tag::TERMINATE {
-                found = Some(m.at);
-                return Ok(false);
-            }
-            msgs.push(m.tag);
-            Ok(true)
-        })?;
-        self.c = c;
-        for t in msgs {
-            self.on_client_msg(t);
-        }
-        if found.is_some() {
-            self.terminated = true;
-            // The Terminate's own header is not part of the stream.
-            self.c = Scan::new(FramePhase::Client);
-        }
-        Ok(found)
-    }
-
-    /// Server → client bytes, in order.
-    pub fn server_bytes(&mut self, chunk: &[u8]) -> Result<(), ProtoError> {
-        let lim = self.lim;
-        let mut s = self.s.clone();
-        let mut msgs: Vec<(u8, Option<u8>)> = Vec::new();
-        s.feed(chunk, &lim, |m| {
-            msgs.push((m.tag, m.first));
-            Ok(true)
-        })?;
-        self.s = s;
-        for (t, f) in msgs {
-            self.on_server_msg(t, f);
-        }
-        Ok(())
-    }
-
-    /// Whole messages the proxy itself sends on the link (CopyFail, Sync).
-    pub fn sent_by_proxy(&mut self, msgs: &[u8]) -> Result<(), ProtoError> {
-        if !self.c.at_boundary() {
-            return Err(ProtoError::BadValue(
-                "proxy message inside a client message",
-            ));
-        }
-        let lim = self.lim;
-        let mut c = self.c.clone();
-        let mut tags = Vec::new();
-        c.feed(msgs, &lim, |m| {
-            tags.push(m.tag);
-            Ok(true)
-        })?;
-        self.c = c;
-        for t in tags {
-            self.on_client_msg(t);
-        }
-        Ok(())
-    }
-
-    /// The next step of the release sequence (the client is gone).
-    pub fn release_step(&self) -> Release {
-        if let Some(why) = self.dirty {
-            return Release::Close(why.to_string());
-        }
-        if !self.c.at_boundary() {
-            return Release::Close("the client left in the middle of a message".into());
-        }
-        if self.copy_in {
-            return Release::SendCopyFail;
-        }
-        if self.extended_open {
-            return Release::SendSync;
-        }
-        if self.outstanding > 0 || !self.s.at_boundary() {
-            return Release::Drain;
-        }
-        match self.tx {
-            b'I' => Release::Reset,
-            _ => Release::Rollback,
         }
     }
 }
