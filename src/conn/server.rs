@@ -124,6 +124,8 @@ enum Phase {
         answered: bool,
     },
     Failed,
+    /// Only while a transition holds the old phase by value.
+    Poisoned,
 }
 
 impl Phase {
@@ -138,6 +140,7 @@ impl Phase {
             Phase::Releasing { .. } => "release",
             Phase::Running { .. } => "reset",
             Phase::Failed => "failed",
+            Phase::Poisoned => "poisoned",
         }
     }
 }
@@ -150,8 +153,6 @@ pub struct ServerLink {
     tx: Vec<u8>,
     events: VecDeque<LinkEvent>,
     deadline: Option<Instant>,
-    /// Set once, with the one `Failed` event.
-    failed: bool,
     nonce: [u8; SCRAM_NONCE_LEN],
     /// ParameterStatus as the server last reported, in arrival order.
     pub params: Vec<(Vec<u8>, Vec<u8>)>,
@@ -195,7 +196,6 @@ impl ServerLink {
             tx: Vec::new(),
             events: VecDeque::new(),
             deadline: Some(deadline),
-            failed: false,
             nonce,
             params: Vec::new(),
             backend_key: None,
@@ -218,7 +218,7 @@ impl ServerLink {
     }
 
     pub fn is_failed(&self) -> bool {
-        self.failed
+        matches!(self.phase, Phase::Failed)
     }
 
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
@@ -263,8 +263,8 @@ impl ServerLink {
     }
 
     fn fail(&mut self, f: LinkFailure) {
-        if !self.failed {
-            self.failed = true;
+        // `Failed` is entered once, with its one event.
+        if !self.is_failed() {
             self.phase = Phase::Failed;
             self.deadline = None;
             self.tx.clear();
@@ -472,7 +472,7 @@ impl ServerLink {
     fn process(&mut self, now: Instant) {
         // Each round consumes one message or ends; bounded by the ring size.
         for _ in 0..crate::buf::RING_CAPACITY {
-            if self.failed {
+            if self.is_failed() {
                 if let Some(r) = self.rx.as_mut() {
                     r.clear();
                 }
@@ -589,7 +589,7 @@ impl ServerLink {
             }
             _ => {}
         }
-        let phase = std::mem::replace(&mut self.phase, Phase::Failed);
+        let phase = std::mem::replace(&mut self.phase, Phase::Poisoned);
         self.phase = match phase {
             Phase::Auth(st) => self.on_auth(st, t, body)?,
             Phase::Starting => match t {
