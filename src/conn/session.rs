@@ -145,10 +145,24 @@ struct Handshake {
     server_tls: bool,
     /// Pool mode: the pooled server lent to this client (during `Injecting`).
     link: Option<Box<ServerLink>>,
-    /// Pool mode: the context batch was cancelled (a late cancel meant for
-    /// the server's previous client): skip to its ReadyForQuery and send it
-    /// once more. `Some(false)`: waiting; `Some(true)`: resent.
-    retried: Option<bool>,
+    /// Pool mode: whether the context batch was resent after a late cancel.
+    retry: BatchRetry,
+    /// Pool mode: the client's allowed startup settings (set on the lent server).
+    settings: Vec<(String, String)>,
+    /// Pool mode: the proxy-issued cancel key shown to the client.
+    client_key: Option<(i32, [u8; 4])>,
+}
+
+/// Pool mode: a context batch cancelled by a late cancel meant for the
+/// server's previous client is skipped to its ReadyForQuery and sent once more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchRetry {
+    /// First attempt.
+    None,
+    /// Cancelled: dropping its remaining answers until ReadyForQuery.
+    Skipping,
+    /// Resent; another failure is final.
+    Resent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,10 +280,6 @@ pub struct Session {
     peer_loopback: bool,
     /// Pool mode: random bytes for the proxy's SCRAM server nonce.
     pool_nonce: [u8; SCRAM_NONCE_LEN],
-    /// Pool mode: the client's allowed startup settings, applied on each lent server.
-    pool_settings: Vec<(String, String)>,
-    /// Pool mode: the proxy-issued cancel key shown to the client.
-    client_key: Option<(i32, [u8; 4])>,
     /// The key of a CancelRequest this connection carries.
     cancel_key: Option<(i32, Vec<u8>)>,
     pub info: SessionInfo,
@@ -296,8 +306,6 @@ impl Session {
             scram_nonce: None,
             peer_loopback: false,
             pool_nonce: [0; SCRAM_NONCE_LEN],
-            pool_settings: Vec::new(),
-            client_key: None,
             cancel_key: None,
             info: SessionInfo::default(),
         }
@@ -1066,7 +1074,9 @@ impl Session {
                         then: AfterStartup::Cancel,
                         server_tls: false,
                         link: None,
-                        retried: None,
+                        retry: BatchRetry::None,
+                        settings: Vec::new(),
+                        client_key: None,
                     };
                     self.phase = Phase::Connecting(Box::new(hs));
                 }
@@ -1108,7 +1118,9 @@ impl Session {
                             then: AfterStartup::Relay,
                             server_tls: false,
                             link: None,
-                            retried: None,
+                            retry: BatchRetry::None,
+                            settings: Vec::new(),
+                            client_key: None,
                         };
                         self.phase = Phase::Connecting(Box::new(hs));
                         self.connect(now);
@@ -1156,7 +1168,9 @@ impl Session {
                             then: AfterStartup::Authenticate,
                             server_tls: false,
                             link: None,
-                            retried: None,
+                            retry: BatchRetry::None,
+                            settings: Vec::new(),
+                            client_key: None,
                         };
                         self.phase = Phase::Connecting(Box::new(hs));
                         self.connect(now);
@@ -1310,13 +1324,13 @@ impl Session {
                 };
                 if let Phase::Injecting(hs, _) = &mut self.phase
                     && hs.link.is_some()
-                    && hs.retried.is_none()
+                    && hs.retry == BatchRetry::None
                     && fields.code == Some(b"57014".as_slice())
                 {
                     // Pool mode: nobody asked to cancel this batch; a cancel
                     // for the server's previous client landed late (PostgreSQL
                     // signals twice). Skip to the batch's ReadyForQuery, resend.
-                    hs.retried = Some(false);
+                    hs.retry = BatchRetry::Skipping;
                     return Ok(());
                 }
                 if matches!(self.phase, Phase::Injecting(..)) {
@@ -1382,19 +1396,11 @@ impl Session {
                     });
                 }
             },
-            Phase::Injecting(mut hs, step) if hs.retried == Some(false) => {
+            Phase::Injecting(mut hs, step) if hs.retry == BatchRetry::Skipping => {
                 if t == tag::READY_FOR_QUERY {
                     backend::decode_ready_for_query(body)?;
-                    hs.retried = Some(true);
-                    let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
-                    let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
-                    inject::build(
-                        &mut self.to_server,
-                        &self.pool_settings,
-                        &self.cfg.context_variables,
-                        &values,
-                        &role,
-                    )?;
+                    hs.retry = BatchRetry::Resent;
+                    self.queue_pooled_batch(&hs)?;
                     Phase::Injecting(hs, Step::SetParse)
                 } else {
                     // The rest of the cancelled batch's answers.
@@ -1423,7 +1429,9 @@ impl Session {
                     }
                     match inject::feed(step, t, row, status) {
                         Fed::More(next) => Phase::Injecting(hs, next),
-                        Fed::Done if hs.link.is_some() => self.pooled_started(hs.link.take()),
+                        Fed::Done if hs.link.is_some() => {
+                            self.pooled_started(hs.link.take(), hs.client_key)
+                        }
                         Fed::Done => {
                             encode::ready_for_query(&mut self.to_client, b'I');
                             self.timers.clear(TimerKind::Handshake);

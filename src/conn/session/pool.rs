@@ -138,9 +138,10 @@ impl Session {
             then: super::AfterStartup::Authenticate,
             server_tls: false,
             link: None,
-            retried: None,
+            retry: super::BatchRetry::None,
+            settings,
+            client_key: None,
         };
-        self.pool_settings = settings;
         self.phase = Phase::PoolAuth(Box::new(hs), Box::new(auth));
     }
 
@@ -232,16 +233,8 @@ impl Session {
             self.phase = old;
             return Err(link);
         };
-        let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
-        let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
-        let built = inject::build(
-            &mut self.to_server,
-            &self.pool_settings,
-            &self.cfg.context_variables,
-            &values,
-            &role,
-        );
-        self.client_key = Some(client_key);
+        let built = self.queue_pooled_batch(&hs);
+        hs.client_key = Some(client_key);
         hs.link = Some(link);
         self.timers.clear(TimerKind::Checkout);
         self.timers
@@ -253,9 +246,27 @@ impl Session {
         Ok(())
     }
 
+    /// Queues the pool-mode context batch: the client's settings, the
+    /// context variables and the role, then the role check.
+    pub(super) fn queue_pooled_batch(&mut self, hs: &Handshake) -> Result<(), ProtoError> {
+        let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
+        let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
+        inject::build(
+            &mut self.to_server,
+            &hs.settings,
+            &self.cfg.context_variables,
+            &values,
+            &role,
+        )
+    }
+
     /// The context step on a lent server succeeded: show the client the
     /// server's state, the proxy's cancel key, and start relaying.
-    pub(super) fn pooled_started(&mut self, link: Option<Box<ServerLink>>) -> Phase {
+    pub(super) fn pooled_started(
+        &mut self,
+        link: Option<Box<ServerLink>>,
+        client_key: Option<(i32, [u8; 4])>,
+    ) -> Phase {
         let Some(link) = link else {
             return Phase::Closed;
         };
@@ -263,7 +274,7 @@ impl Session {
             // Names and values came from the server through the decoder: no NUL.
             let _ = encode::parameter_status(&mut self.to_client, k, v);
         }
-        if let Some((pid, secret)) = self.client_key {
+        if let Some((pid, secret)) = client_key {
             let _ = encode::backend_key_data(&mut self.to_client, pid, &secret);
         }
         encode::ready_for_query(&mut self.to_client, b'I');
@@ -468,14 +479,15 @@ impl Session {
     }
 }
 
-/// The last `n` bytes of the two-part readable region, as up to two slices.
-fn tail<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> Vec<&'a [u8]> {
+/// The last `n` bytes of the two-part readable region, as two slices (the
+/// first may be empty).
+fn tail<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> [&'a [u8]; 2] {
     let total = a.len().saturating_add(b.len());
     let skip = total.saturating_sub(n);
     if skip >= a.len() {
-        vec![b.get(skip.saturating_sub(a.len())..).unwrap_or(&[])]
+        [&[], b.get(skip.saturating_sub(a.len())..).unwrap_or(&[])]
     } else {
-        vec![a.get(skip..).unwrap_or(&[]), b]
+        [a.get(skip..).unwrap_or(&[]), b]
     }
 }
 
@@ -495,10 +507,10 @@ mod tests {
     #[test]
     fn head_and_tail_of_two_parts() {
         let (a, b) = (&b"abc"[..], &b"de"[..]);
-        assert_eq!(tail(a, b, 2), vec![&b"de"[..]]);
-        assert_eq!(tail(a, b, 1), vec![&b"e"[..]]);
-        assert_eq!(tail(a, b, 4), vec![&b"bc"[..], &b"de"[..]]);
-        assert_eq!(tail(a, b, 9), vec![&b"abc"[..], &b"de"[..]]);
+        assert_eq!(tail(a, b, 2), [&b""[..], &b"de"[..]]);
+        assert_eq!(tail(a, b, 1), [&b""[..], &b"e"[..]]);
+        assert_eq!(tail(a, b, 4), [&b"bc"[..], &b"de"[..]]);
+        assert_eq!(tail(a, b, 9), [&b"abc"[..], &b"de"[..]]);
         assert_eq!(head(a, b, 2), (&b"ab"[..], &b""[..]));
         assert_eq!(head(a, b, 4), (&b"abc"[..], &b"d"[..]));
         assert_eq!(head(a, b, 9), (&b"abc"[..], &b"de"[..]));
