@@ -120,17 +120,6 @@ fn random<const N: usize>() -> Result<[u8; N], String> {
     Ok(b)
 }
 
-/// Lowercase hex of an MD5 digest (the form MD5 answers are built from).
-fn hex32(d: &[u8; 16]) -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 32];
-    for (i, b) in d.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
-    }
-    out
-}
-
 /// Reads a userlist-format file; errors name the key, file and line.
 fn read_userlist(key: &str, path: &std::path::Path) -> Result<UserList, String> {
     let text = std::fs::read_to_string(path)
@@ -170,7 +159,7 @@ fn load_pool(c: &Config) -> Result<(Arc<PoolSettings>, Arc<reactor::PoolRuntime>
         for (name, secret) in read_userlist("upstream_auth_file", p)?.iter() {
             let s = match secret {
                 Secret::Plain(pw) => UpstreamSecret::Plain(pw.clone().into_bytes()),
-                Secret::Md5(digest) => UpstreamSecret::Md5Hash(hex32(digest)),
+                Secret::Md5(digest) => UpstreamSecret::Md5Hash(pgvpd::auth::md5::md5_hex(digest)),
                 Secret::Scram(_) => {
                     return Err(format!(
                         "upstream_auth_file: {}: the entry for \"{name}\" is a SCRAM verifier; \

@@ -19,6 +19,13 @@ fn hex_into(digest: &[u8], out: &mut [u8; 32]) {
     }
 }
 
+/// Lowercase hex of an MD5 digest (the form stored `md5…` secrets use).
+pub fn md5_hex(digest: &[u8; 16]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hex_into(digest, &mut out);
+    out
+}
+
 /// The 35-byte answer to AuthenticationMD5Password for `user`/`password`/`salt`.
 pub fn md5_password_response(user: &[u8], password: &[u8], salt: [u8; 4]) -> [u8; 35] {
     let mut inner = Md5::new();

@@ -272,13 +272,11 @@ impl ScramClient {
         };
         let first = self.parse_server_first(msg)?;
 
-        let mut salted = [0u8; KEY_LEN];
-        pbkdf2::pbkdf2_hmac::<Sha256>(&password.0, &first.salt, first.iterations, &mut salted);
+        let keys = salted_keys(&password.0, &first.salt, first.iterations);
         drop(password);
-        let mut client_key = hmac(&salted, &[b"Client Key"])?;
-        let stored_key = Sha256::digest(client_key);
-        let server_key = hmac(&salted, &[b"Server Key"])?;
-        salted.fill(0);
+        let mut client_key = keys.client;
+        let stored_key = keys.stored;
+        let server_key = keys.server;
 
         let mut final_without_proof = CHANNEL_BINDING.to_vec();
         final_without_proof.extend_from_slice(b",r=");
@@ -291,7 +289,7 @@ impl ScramClient {
             b",",
             &final_without_proof,
         ];
-        let client_signature = hmac(&stored_key, &auth_message)?;
+        let client_signature = hmac(&stored_key, &auth_message);
         // ClientProof = ClientKey XOR ClientSignature
         for (k, s) in client_key.iter_mut().zip(client_signature.iter()) {
             *k ^= s;
@@ -458,13 +456,41 @@ fn new_mac(key: &[u8]) -> Result<HmacSha256, ScramError> {
     })
 }
 
-/// HMAC-SHA-256(key, concatenation of `parts`).
-fn hmac(key: &[u8], parts: &[&[u8]]) -> Result<[u8; KEY_LEN], ScramError> {
-    let mut mac = new_mac(key)?;
-    for part in parts {
-        mac.update(part);
+/// HMAC-SHA-256(key, concatenation of `parts`). HMAC takes keys of any
+/// length, so the fallback (a zero MAC) is unreachable; it keeps the code
+/// free of panics. Shared with `scram_server`.
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; KEY_LEN] {
+    match <HmacSha256 as KeyInit>::new_from_slice(key) {
+        Ok(mut mac) => {
+            for part in parts {
+                mac.update(part);
+            }
+            mac.finalize().into_bytes().into()
+        }
+        Err(_) => [0; KEY_LEN],
     }
-    Ok(mac.finalize().into_bytes().into())
+}
+
+/// The keys RFC 5802 §3 derives from a password (ClientKey is wiped on drop
+/// by the caller's use; SaltedPassword never leaves this function).
+pub(crate) struct SaltedKeys {
+    pub client: [u8; KEY_LEN],
+    pub stored: [u8; KEY_LEN],
+    pub server: [u8; KEY_LEN],
+}
+
+/// PBKDF2-HMAC-SHA-256 of `password`, then ClientKey, StoredKey, ServerKey.
+pub(crate) fn salted_keys(password: &[u8], salt: &[u8], iterations: u32) -> SaltedKeys {
+    let mut salted = [0u8; KEY_LEN];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut salted);
+    let client = hmac(&salted, &[b"Client Key"]);
+    let server = hmac(&salted, &[b"Server Key"]);
+    salted.fill(0);
+    SaltedKeys {
+        client,
+        stored: Sha256::digest(client).into(),
+        server,
+    }
 }
 
 #[cfg(test)]
@@ -819,12 +845,12 @@ mod tests {
         fn new(password: &[u8], salt: Vec<u8>, iterations: u32) -> TinyServer {
             let mut salted = [0u8; 32];
             pbkdf2::pbkdf2_hmac::<Sha256>(password, &salt, iterations, &mut salted);
-            let client_key = hmac(&salted, &[b"Client Key"]).unwrap();
+            let client_key = hmac(&salted, &[b"Client Key"]);
             TinyServer {
                 salt,
                 iterations,
                 stored_key: Sha256::digest(client_key).into(),
-                server_key: hmac(&salted, &[b"Server Key"]).unwrap(),
+                server_key: hmac(&salted, &[b"Server Key"]),
             }
         }
 
@@ -853,7 +879,7 @@ mod tests {
                 "{},{server_first},{without_proof}",
                 std::str::from_utf8(bare).unwrap()
             );
-            let client_signature = hmac(&self.stored_key, &[auth_message.as_bytes()]).unwrap();
+            let client_signature = hmac(&self.stored_key, &[auth_message.as_bytes()]);
             let mut client_key = base64::decode(proof.as_bytes()).unwrap();
             assert_eq!(client_key.len(), 32);
             for (k, s) in client_key.iter_mut().zip(client_signature) {
@@ -862,7 +888,7 @@ mod tests {
             if Sha256::digest(&client_key).as_slice() != self.stored_key {
                 return Err("server: invalid-proof".into());
             }
-            let v = hmac(&self.server_key, &[auth_message.as_bytes()]).unwrap();
+            let v = hmac(&self.server_key, &[auth_message.as_bytes()]);
             let server_final = format!("v={}", base64::encode(&v));
             c.handle_server_final(server_final.as_bytes())
                 .map_err(|e| e.to_string())

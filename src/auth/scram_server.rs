@@ -45,12 +45,12 @@
 use std::fmt;
 use std::mem;
 
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::base64;
 use super::ct_eq;
 use super::scram;
+use super::scram::{hmac, salted_keys};
 
 /// The SASL mechanism this server offers (never the `-PLUS` variant).
 pub const MECHANISM: &str = scram::MECHANISM;
@@ -88,8 +88,6 @@ const CBIND_N: &[u8] = b"biws";
 const CBIND_Y: &[u8] = b"eSws";
 /// SHA-256 output length.
 const KEY_LEN: usize = 32;
-
-type HmacSha256 = Hmac<Sha256>;
 
 // ------------------------------------------------------------------ secret
 
@@ -265,29 +263,9 @@ enum KeyName {
 
 /// (StoredKey, ServerKey) for `password` (RFC 5802 §3).
 fn derive_keys(password: &[u8], salt: &[u8], iterations: u32) -> ([u8; KEY_LEN], [u8; KEY_LEN]) {
-    let mut salted = [0u8; KEY_LEN];
-    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut salted);
-    let mut client_key = hmac(&salted, &[b"Client Key"]);
-    let server_key = hmac(&salted, &[b"Server Key"]);
-    let stored_key: [u8; KEY_LEN] = Sha256::digest(client_key).into();
-    salted.fill(0);
-    client_key.fill(0);
-    (stored_key, server_key)
-}
-
-/// HMAC-SHA-256(key, concatenation of `parts`). HMAC takes keys of any
-/// length, so the fallback (a zero MAC) is unreachable; it keeps the code
-/// free of panics.
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; KEY_LEN] {
-    match <HmacSha256 as KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            for part in parts {
-                mac.update(part);
-            }
-            mac.finalize().into_bytes().into()
-        }
-        Err(_) => [0; KEY_LEN],
-    }
+    let mut keys = salted_keys(password, salt, iterations);
+    keys.client.fill(0);
+    (keys.stored, keys.server)
 }
 
 // ------------------------------------------------------------------ server
