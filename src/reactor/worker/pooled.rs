@@ -49,6 +49,8 @@ pub(super) struct LinkConn {
     lend_to: Option<Id>,
     /// Became idle at least once: a failure is not a creation failure.
     ready_once: bool,
+    /// Came back from a client (a lend is then a reuse).
+    returned: bool,
 }
 
 impl LinkConn {
@@ -125,8 +127,9 @@ impl Worker {
                         deadline: None,
                         lend_to: None,
                         ready_once: false,
+                        returned: false,
                     };
-                    self.insert_link(lc, now);
+                    self.insert_link(lc);
                     debug!("link_connecting", link = id, addr = addr);
                     return;
                 }
@@ -146,7 +149,7 @@ impl Worker {
         self.creation_failed(&key, &f, now);
     }
 
-    fn insert_link(&mut self, lc: LinkConn, now: Instant) -> Option<Id> {
+    fn insert_link(&mut self, lc: LinkConn) -> Option<Id> {
         let Some((slot, generation)) = self.links.insert(lc) else {
             warn!("links_slab_full");
             return None;
@@ -164,7 +167,6 @@ impl Worker {
         lc.dirty = true;
         self.dirty_links.push((slot, generation));
         sync_link_deadline(lc, &mut self.deadlines, slot, generation);
-        let _ = now;
         Some((slot, generation))
     }
 
@@ -216,10 +218,13 @@ impl Worker {
             return;
         };
         if !lc.link.lend(&mut self.pool) {
-            // Not idle after all: put it back under its own token.
+            // Not idle after all (bytes arrived since it was checked in):
+            // never lend it. Dropping it closes the socket and frees the slot.
+            stats::inc(&STATS.pool_discards);
             let _ = self.poll.registry().deregister(lc.transport.stream_mut());
-            lc.link.handle_eof();
-            self.insert_link(lc, now);
+            let key = lc.key.clone();
+            drop(lc);
+            self.requeue_or_serve(&key, cid, now);
             return;
         }
         let registry = self.poll.registry();
@@ -251,7 +256,7 @@ impl Worker {
             }
         };
         stats::inc(&STATS.pool_checkouts);
-        if lc.ready_once && lc.link.created < now {
+        if lc.returned {
             stats::inc(&STATS.pool_reuses);
         }
         let LinkConn {
@@ -330,8 +335,22 @@ impl Worker {
             deadline: None,
             lend_to: None,
             ready_once: true,
+            returned: true,
         };
-        self.insert_link(lc, now);
+        self.insert_link(lc);
+    }
+
+    /// The client `cid` was promised a server that turned out unusable: it
+    /// goes back to the head of the queue and a server is made for it.
+    fn requeue_or_serve(&mut self, key: &PoolKey, cid: Id, now: Instant) {
+        if self
+            .slab
+            .get(cid.0, cid.1)
+            .is_some_and(|c| c.session.pool_waiting())
+        {
+            self.pools.requeue_front(key, cid, now);
+        }
+        self.serve_waiters(key, now);
     }
 
     /// A creation for `key` failed: the first waiter gets the error.
@@ -528,18 +547,11 @@ impl Worker {
         );
         self.pools.remove_idle(&key, lid);
         self.drop_link(lid);
-        if let Some(cid) = lend_to {
+        match lend_to {
             // Promised after a check that failed: queue it again at the front.
-            if let Some(conn) = self.slab.get(cid.0, cid.1)
-                && conn.session.pool_waiting()
-            {
-                self.pools.requeue_front(&key, cid, now);
-            }
-        }
-        if ready_once {
-            self.serve_waiters(&key, now);
-        } else {
-            self.creation_failed(&key, &f, now);
+            Some(cid) => self.requeue_or_serve(&key, cid, now),
+            None if ready_once => self.serve_waiters(&key, now),
+            None => self.creation_failed(&key, &f, now),
         }
     }
 
