@@ -335,24 +335,7 @@ fn run_tls(cluster: &Cluster, tenant_user: &str, secs: u32) -> (Vec<Row>, usize)
             connect_each,
             extra: vec!["-S".to_string()],
         };
-        let mut results = Vec::new();
-        for t in &targets {
-            let r = run_pgbench(t, &spec, secs);
-            println!(
-                "   {:<26} {:<8} -c {:<2} {:<10} {}",
-                spec.workload,
-                spec.mode,
-                spec.clients,
-                t.name,
-                r.summary()
-            );
-            if let Some(e) = &r.error {
-                failures += 1;
-                eprintln!("      FAILED: {e}");
-            }
-            results.push(r);
-        }
-        rows.push(Row { spec, results });
+        rows.push(run_row(&targets, spec, secs, &mut failures));
     }
     (rows, failures)
 }
@@ -436,28 +419,34 @@ fn run_pool(
             connect_each,
             extra: vec!["-S".to_string()],
         };
-        let mut results = Vec::new();
-        for t in &targets {
-            let r = run_pgbench(t, &spec, secs);
-            println!(
-                "   {:<28} {:<8} -c {:<2} {:<10} {}",
-                spec.workload,
-                spec.mode,
-                spec.clients,
-                t.name,
-                r.summary()
-            );
-            if let Some(e) = &r.error {
-                failures += 1;
-                eprintln!("      FAILED: {e}");
-            }
-            results.push(r);
-        }
-        rows.push(Row { spec, results });
+        rows.push(run_row(&targets, spec, secs, &mut failures));
     }
     drop(proxy);
     drop(bouncer);
     (rows, failures)
+}
+
+/// One spec against each target in turn, printed as it goes; a failed run
+/// counts in `failures`.
+fn run_row(targets: &[Target], spec: Spec, secs: u32, failures: &mut usize) -> Row {
+    let mut results = Vec::new();
+    for t in targets {
+        let r = run_pgbench(t, &spec, secs);
+        println!(
+            "   {:<28} {:<8} -c {:<2} {:<10} {}",
+            spec.workload,
+            spec.mode,
+            spec.clients,
+            t.name,
+            r.summary()
+        );
+        if let Some(e) = &r.error {
+            *failures += 1;
+            eprintln!("      FAILED: {e}");
+        }
+        results.push(r);
+    }
+    Row { spec, results }
 }
 
 // ---------------------------------------------------------------------------
