@@ -21,9 +21,6 @@ fn not_yet_supported(c: &Config) -> Option<&'static str> {
     if c.pool_mode == PoolMode::Transaction {
         return Some("pool_mode = transaction");
     }
-    if c.pool_mode == PoolMode::Session && c.workers > 1 {
-        return Some("pool_mode = session with workers > 1");
-    }
     if c.resolvers.is_some() {
         return Some("resolvers");
     }

@@ -40,6 +40,8 @@ pub struct Stats {
     pub pool_discards: AtomicU64,
     /// Clients that waited past `pool_checkout_timeout` (`pool_timeouts`).
     pub pool_timeouts: AtomicU64,
+    /// Pooled clients moved to the worker that owns their pool key.
+    pub pool_handoffs: AtomicU64,
 }
 
 impl Stats {
@@ -62,6 +64,7 @@ impl Stats {
             pool_checkins: AtomicU64::new(0),
             pool_discards: AtomicU64::new(0),
             pool_timeouts: AtomicU64::new(0),
+            pool_handoffs: AtomicU64::new(0),
         }
     }
 }

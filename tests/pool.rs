@@ -35,6 +35,14 @@ const CASES: &[Case] = &[
     ("pool_startup_parameters", pool_startup_parameters),
     ("pool_superuser_refused", pool_superuser_refused),
     ("pool_postgres_restart", pool_postgres_restart),
+    (
+        "pool_workers_one_pool_per_key",
+        pool_workers_one_pool_per_key,
+    ),
+    (
+        "pool_server_check_and_lifetime",
+        pool_server_check_and_lifetime,
+    ),
     ("pool_torture", pool_torture),
 ];
 
@@ -123,6 +131,161 @@ fn pool_isolation_and_reuse(ctx: &Ctx) {
     let (tb, _, pb) = who(&mut b);
     assert_eq!((ta.as_str(), tb.as_str()), ("tenant_a", "tenant_b"));
     assert_ne!(pa, pb);
+    p.assert_alive();
+}
+
+/// `workers = 4`: clients of one key, accepted by any worker, share one pool
+/// of `pool_size` servers (they move to the key's owner worker). Two keys
+/// (app_user over SCRAM, pw_user over cleartext, passwords from an
+/// `upstream_auth_file`).
+fn pool_workers_one_pool_per_key(ctx: &Ctx) {
+    let dir = ctx.cluster.subdir("upstream-auth");
+    let auth = dir.join("upstream_userlist.txt");
+    std::fs::write(
+        &auth,
+        format!(
+            "\"app_user\" \"{APP_PASSWORD}\"\n\"pw_user\" \"{}\"\n",
+            common::fixtures::PW_PASSWORD
+        ),
+    )
+    .expect("write the upstream auth file");
+    let p = ctx.proxy(&format!(
+        "pool_mode = session\npool_password = {POOL_PASSWORD}\nworkers = 4\n\
+         pool_size = 2\npool_checkout_timeout = 30\nlog_level = debug\n\
+         upstream_auth_file = {}\n",
+        auth.display()
+    ));
+    let port = p.port;
+    let handles: Vec<_> = (0..24u32)
+        .map(|i| {
+            std::thread::spawn(move || -> Result<Vec<(String, String, u32)>, String> {
+                let role = if i % 2 == 0 { "app_user" } else { "pw_user" };
+                let tenant = format!("t{i}");
+                let mut c = RawConn::login(port, &format!("{role}.{tenant}"), DB, Some(POOL_PASSWORD))
+                    .map_err(|e| format!("client {i}: {e:?}"))?;
+                let mut seen = Vec::new();
+                for _ in 0..3 {
+                    let row = c
+                        .query_one(
+                            "SELECT current_setting('app.current_tenant_id') || ' ' || session_user \
+                             || ' ' || pg_backend_pid() || ' ' || (SELECT count(*) FROM pg_stat_activity \
+                             WHERE usename = session_user AND backend_type = 'client backend') \
+                             FROM pg_sleep(0.05)",
+                        )
+                        .ok_or_else(|| format!("client {i}: no row"))?;
+                    let f: Vec<&str> = row.split(' ').collect();
+                    if f.len() != 4 || f[0] != tenant || f[1] != role {
+                        return Err(format!("client {i} ({role}.{tenant}) got {row:?}"));
+                    }
+                    let n = f[3].parse().map_err(|_| format!("count in {row:?}"))?;
+                    seen.push((f[1].to_string(), f[2].to_string(), n));
+                }
+                c.send(&common::terminate_bytes());
+                Ok(seen)
+            })
+        })
+        .collect();
+    let mut pids: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for h in handles {
+        let seen = h
+            .join()
+            .expect("client thread")
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (role, pid, n) in seen {
+            assert!(
+                n <= 2,
+                "{n} {role} backends at once with pool_size = 2 over 4 workers"
+            );
+            pids.entry(role).or_default().insert(pid);
+        }
+    }
+    for (role, set) in &pids {
+        assert!(
+            set.len() <= 2,
+            "{role} used {} backends: {set:?}",
+            set.len()
+        );
+    }
+    assert_eq!(pids.len(), 2, "both keys served: {pids:?}");
+    let log = p.log();
+    let handoffs = log.matches("event=client_handoff").count();
+    println!("workers = 4: 24 clients, {handoffs} moved to their key's worker");
+    assert!(
+        handoffs > 0,
+        "24 clients accepted by 4 workers, none moved to the owner of its key"
+    );
+    assert!(!log.contains("event=connection_panic"));
+    p.assert_alive();
+}
+
+/// `server_check_query` runs before each reuse of a server (delay 0), never
+/// on a new one; a failing check closes the server and the client gets a
+/// fresh one; `server_lifetime` closes an old server when it comes back.
+fn pool_server_check_and_lifetime(ctx: &Ctx) {
+    ctx.cluster.sql(
+        "DROP SEQUENCE IF EXISTS pool_check_seq; CREATE SEQUENCE pool_check_seq; \
+         GRANT USAGE ON SEQUENCE pool_check_seq TO app_user;",
+    );
+    let p = pool_proxy(
+        ctx,
+        "pool_size = 1\nserver_check_delay = 0\n\
+         server_check_query = \"SELECT nextval('pool_check_seq')\"",
+    );
+    let mut pids = BTreeSet::new();
+    for i in 0..5 {
+        let mut c = login(&p, "app_user.tenant_a");
+        let (t, _, pid) = who(&mut c);
+        assert_eq!(t, "tenant_a", "round {i}");
+        pids.insert(pid);
+        c.send(&common::terminate_bytes());
+    }
+    assert_eq!(pids.len(), 1, "one server reused: {pids:?}");
+    // Five clients: the first got the new server unchecked, four reuses.
+    assert_eq!(
+        ctx.cluster.sql("SELECT last_value FROM pool_check_seq"),
+        "4",
+        "check query runs"
+    );
+    drop(p);
+
+    // A check that fails: each reuse closes the server, a new one serves.
+    let p = pool_proxy(
+        ctx,
+        "pool_size = 1\nserver_check_delay = 0\nserver_check_query = SELECT 1/0",
+    );
+    let mut pids = BTreeSet::new();
+    for i in 0..3 {
+        let mut c = login(&p, "app_user.tenant_b");
+        let (t, names, pid) = who(&mut c);
+        assert_eq!(
+            (t.as_str(), names.as_str()),
+            ("tenant_b", names_of("tenant_b")),
+            "round {i}"
+        );
+        pids.insert(pid);
+        c.send(&common::terminate_bytes());
+    }
+    assert_eq!(
+        pids.len(),
+        3,
+        "a failed check must close the server: {pids:?}"
+    );
+    p.assert_alive();
+    drop(p);
+
+    // server_lifetime = 1: a server older than that is not reused.
+    let p = pool_proxy(ctx, "pool_size = 1\nserver_lifetime = 1");
+    let mut a = login(&p, "app_user.tenant_a");
+    let first = who(&mut a).2;
+    a.send(&common::terminate_bytes());
+    let mut b = login(&p, "app_user.tenant_a");
+    let quick = who(&mut b).2;
+    std::thread::sleep(Duration::from_millis(1200));
+    b.send(&common::terminate_bytes());
+    let mut c = login(&p, "app_user.tenant_a");
+    let later = who(&mut c).2;
+    assert_eq!(first, quick, "a young server is reused");
+    assert_ne!(quick, later, "a server past server_lifetime was reused");
     p.assert_alive();
 }
 
@@ -728,7 +891,7 @@ fn pool_torture(ctx: &Ctx) {
         .unwrap_or(200);
     let p = pool_proxy(
         ctx,
-        "pool_size = 4\npool_checkout_timeout = 60\nlog_level = info\nmax_client_conn = 500",
+        "pool_size = 4\npool_checkout_timeout = 60\nlog_level = info\nmax_client_conn = 500\nworkers = 2",
     );
     let t0 = Instant::now();
     let port = p.port;

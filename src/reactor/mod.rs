@@ -80,7 +80,7 @@ pub fn spawn_workers(
     settings: WorkerSettings,
     shared: Arc<Shared>,
 ) -> io::Result<Vec<WorkerHandle>> {
-    let mut handles = Vec::with_capacity(count);
+    let mut workers = Vec::with_capacity(count);
     for id in 0..count {
         let l = listener.try_clone()?;
         l.set_nonblocking(true)?;
@@ -92,13 +92,24 @@ pub fn spawn_workers(
             }
             None => None,
         };
-        let (worker, waker) = worker::Worker::new(
+        workers.push(worker::Worker::new(
             id,
             mio::net::TcpListener::from_std(l),
             tl,
             settings.clone(),
             shared.clone(),
-        )?;
+        )?);
+    }
+    if settings.pool.is_some() && count > 1 {
+        let mesh = Arc::new(worker::Mesh::new(
+            workers.iter().map(|(_, w)| Arc::clone(w)).collect(),
+        ));
+        for (w, _) in workers.iter_mut() {
+            w.set_mesh(Arc::clone(&mesh));
+        }
+    }
+    let mut handles = Vec::with_capacity(count);
+    for (id, (worker, waker)) in workers.into_iter().enumerate() {
         let thread = std::thread::Builder::new()
             .name(format!("pgvpd-worker-{id}"))
             .spawn(move || worker.run())?;

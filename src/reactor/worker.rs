@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Waker};
 
+mod handoff;
 mod pooled;
 
+pub(super) use self::handoff::Mesh;
 use self::pooled::{LinkConn, PoolReq};
 use super::deadlines::Deadlines;
 use super::slab::Slab;
@@ -98,6 +100,10 @@ pub(super) struct Worker {
     creating: std::collections::HashMap<crate::pool::PoolKey, u32>,
     pool_reqs: Vec<PoolReq>,
     next_reap: Option<Instant>,
+    /// Pool mode with several workers: the inboxes clients move through.
+    mesh: Option<Arc<Mesh>>,
+    /// The waker fired: clients may wait in this worker's inbox.
+    handoff_pending: bool,
 }
 
 impl Worker {
@@ -141,9 +147,16 @@ impl Worker {
                 creating: std::collections::HashMap::new(),
                 pool_reqs: Vec::new(),
                 next_reap: None,
+                mesh: None,
+                handoff_pending: false,
             },
             waker,
         ))
+    }
+
+    /// Pool mode with several workers: clients move to their key's owner.
+    pub(super) fn set_mesh(&mut self, mesh: Arc<Mesh>) {
+        self.mesh = Some(mesh);
     }
 
     pub(super) fn run(mut self) {
@@ -154,10 +167,13 @@ impl Worker {
                 self.begin_shutdown(now);
             }
             if let Some(dl) = self.shutdown_deadline {
-                if self.slab.is_empty() {
+                // Clients handed to this worker are taken before it may
+                // exit; closing the inbox sends later ones back.
+                if self.slab.is_empty() && self.take_handoffs(true) == 0 {
                     break;
                 }
                 if now >= dl {
+                    self.take_handoffs(true);
                     self.close_all(CloseReason::Shutdown);
                     break;
                 }
@@ -175,7 +191,7 @@ impl Worker {
                 match ev.token() {
                     LISTENER => self.listener_ready = true,
                     TLS_LISTENER => self.tls_listener_ready = true,
-                    WAKER => {}
+                    WAKER => self.handoff_pending = self.mesh.is_some(),
                     t => {
                         let (slot, generation, side) = token::decode(t);
                         if generation & token::LINK != 0 {
@@ -203,6 +219,7 @@ impl Worker {
                     }
                 }
             }
+            self.poll_handoffs();
             self.drive_dirty(now);
             self.pool_requests(now);
             self.drive_links(now);

@@ -6,8 +6,9 @@
 //! back. Every place a link can be dropped releases its pool slot (the
 //! `Slot` inside the link).
 //!
-//! Single worker per pool: `main` refuses `workers > 1` with pool mode for
-//! now, so a key's servers, waiters and clients are all on this worker.
+//! One worker per pool key: with `workers > 1` a client moves to its key's
+//! owner before its first checkout (`handoff`), so a key's servers, waiters
+//! and clients are all on one worker.
 
 use std::io;
 use std::sync::Arc;
@@ -88,9 +89,15 @@ impl Worker {
         let Some(key) = conn.session.pool_key() else {
             return;
         };
+        if self.hand_off(cid, &key) {
+            return;
+        }
+        let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
+            return;
+        };
         conn.pool_key = Some(key.clone());
         match self.pools.checkout(&key, cid, now) {
-            Checkout::Server(lid) => self.lend(lid, cid, now),
+            Checkout::Server(lid) => self.lend(lid, cid, false, now),
             Checkout::Queued { create: Some(slot) } => self.create_link(key, slot, now),
             Checkout::Queued { create: None } => {
                 debug!("pool_wait", key_db = key.database, key_role = key.role);
@@ -171,9 +178,9 @@ impl Worker {
     }
 
     /// Lends idle link `lid` to client `cid` (or to the next waiter if `cid`
-    /// is gone).
-    fn lend(&mut self, lid: Id, cid: Id, now: Instant) {
-        let (mut lid, mut cid) = (lid, cid);
+    /// is gone); `checked`: its check query has just run.
+    fn lend(&mut self, lid: Id, cid: Id, checked: bool, now: Instant) {
+        let (mut lid, mut cid, mut checked) = (lid, cid, checked);
         // Bounded: each round removes one waiter from the queue.
         loop {
             let alive = self
@@ -189,6 +196,7 @@ impl Worker {
             let key = lc.key.clone();
             match self.pools.checkin(&key, lid, now) {
                 Checkin::Lend(l, c) => {
+                    checked &= l == lid;
                     lid = l;
                     cid = c;
                 }
@@ -198,9 +206,12 @@ impl Worker {
         let Some(rt) = self.rt() else {
             return;
         };
-        // A server idle for long is checked first (server_check_query).
+        // A server that served a client before and then sat idle for long
+        // is checked first (server_check_query); a new one is not.
         if let Some(q) = rt.check_query.as_deref()
+            && !checked
             && let Some(lc) = self.links.get_mut(lid.0, lid.1)
+            && lc.returned
             && lc
                 .link
                 .idle_since
@@ -515,7 +526,8 @@ impl Worker {
             }
         }
         if let Some(cid) = lc.lend_to.take() {
-            self.lend(lid, cid, now);
+            // Its check query was just answered: lend it without another.
+            self.lend(lid, cid, true, now);
             return;
         }
         if rt
@@ -527,7 +539,7 @@ impl Worker {
             return;
         }
         match self.pools.checkin(&key, lid, now) {
-            Checkin::Lend(l, c) => self.lend(l, c, now),
+            Checkin::Lend(l, c) => self.lend(l, c, false, now),
             Checkin::Idle => {}
         }
     }
