@@ -135,17 +135,18 @@ fn pool_isolation_and_reuse(ctx: &Ctx) {
 }
 
 /// `workers = 4`: clients of one key, accepted by any worker, share one pool
-/// of `pool_size` servers (they move to the key's owner worker). Two keys
-/// (app_user over SCRAM, pw_user over cleartext, passwords from an
-/// `upstream_auth_file`).
+/// of `pool_size` servers (they move to the key's owner worker). Three keys,
+/// one per upstream method (app_user SCRAM, pw_user cleartext, md5_user
+/// MD5), passwords from an `upstream_auth_file`.
 fn pool_workers_one_pool_per_key(ctx: &Ctx) {
     let dir = ctx.cluster.subdir("upstream-auth");
     let auth = dir.join("upstream_userlist.txt");
     std::fs::write(
         &auth,
         format!(
-            "\"app_user\" \"{APP_PASSWORD}\"\n\"pw_user\" \"{}\"\n",
-            common::fixtures::PW_PASSWORD
+            "\"app_user\" \"{APP_PASSWORD}\"\n\"pw_user\" \"{}\"\n\"md5_user\" \"{}\"\n",
+            common::fixtures::PW_PASSWORD,
+            common::fixtures::MD5_PASSWORD
         ),
     )
     .expect("write the upstream auth file");
@@ -159,7 +160,7 @@ fn pool_workers_one_pool_per_key(ctx: &Ctx) {
     let handles: Vec<_> = (0..24u32)
         .map(|i| {
             std::thread::spawn(move || -> Result<Vec<(String, String, u32)>, String> {
-                let role = if i % 2 == 0 { "app_user" } else { "pw_user" };
+                let role = ["app_user", "pw_user", "md5_user"][i as usize % 3];
                 let tenant = format!("t{i}");
                 let mut c = RawConn::login(port, &format!("{role}.{tenant}"), DB, Some(POOL_PASSWORD))
                     .map_err(|e| format!("client {i}: {e:?}"))?;
@@ -206,7 +207,7 @@ fn pool_workers_one_pool_per_key(ctx: &Ctx) {
             set.len()
         );
     }
-    assert_eq!(pids.len(), 2, "both keys served: {pids:?}");
+    assert_eq!(pids.len(), 3, "all three keys served: {pids:?}");
     let log = p.log();
     let handoffs = log.matches("event=client_handoff").count();
     println!("workers = 4: 24 clients, {handoffs} moved to their key's worker");
