@@ -18,9 +18,6 @@ use pgvpd::{error, info, log, warn};
 /// Settings accepted for pgvpd 1.0 compatibility whose feature is not in this
 /// build yet: refusing to start is safer than silently ignoring them.
 fn not_yet_supported(c: &Config) -> Option<&'static str> {
-    if c.pool_mode == PoolMode::Transaction {
-        return Some("pool_mode = transaction");
-    }
     if c.resolvers.is_some() {
         return Some("resolvers");
     }
@@ -124,7 +121,7 @@ fn read_userlist(key: &str, path: &std::path::Path) -> Result<UserList, String> 
     UserList::parse(&text).map_err(|e| format!("{key}: {}: {e}", path.display()))
 }
 
-/// `pool_mode = session`: the secrets and settings of the pool.
+/// `pool_mode = session|transaction`: the secrets and settings of the pool.
 fn load_pool(c: &Config) -> Result<(Arc<PoolSettings>, Arc<reactor::PoolRuntime>), String> {
     let users = match &c.auth_file {
         Some(p) => Some(read_userlist("auth_file", p)?),
@@ -173,6 +170,7 @@ fn load_pool(c: &Config) -> Result<(Arc<PoolSettings>, Arc<reactor::PoolRuntime>
         roles: c.pool_roles.clone(),
         auth: Arc::new(auth),
         checkout_timeout: c.pool_checkout_timeout,
+        transaction: c.pool_mode == PoolMode::Transaction,
     };
     let rt = reactor::PoolRuntime {
         pool_size: c.pool_size,
@@ -245,7 +243,7 @@ fn run(cfg: Config) -> ExitCode {
     let shared = Arc::new(Shared::default());
     let mut session = SessionConfig::from_config(&cfg);
     let mut pool_rt = None;
-    if cfg.pool_mode == PoolMode::Session {
+    if cfg.pool_mode != PoolMode::None {
         match load_pool(&cfg) {
             Ok((s, rt)) => {
                 session.pool = Some(s);
@@ -291,7 +289,7 @@ fn run(cfg: Config) -> ExitCode {
         upstream = up.join(","),
         upstream_tls = cfg.upstream_tls.as_str(),
         workers = cfg.workers,
-        mode = "passthrough",
+        mode = cfg.pool_mode.as_str(),
         version = env!("CARGO_PKG_VERSION")
     );
     loop {

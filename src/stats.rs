@@ -42,6 +42,13 @@ pub struct Stats {
     pub pool_timeouts: AtomicU64,
     /// Pooled clients moved to the worker that owns their pool key.
     pub pool_handoffs: AtomicU64,
+    /// Transaction mode: context steps that failed (client closed, server dropped).
+    pub tx_step_failures: AtomicU64,
+    /// Transaction mode: transactions served with the context step skipped
+    /// (the server's last context was this client's).
+    pub tx_step_skips: AtomicU64,
+    /// Transaction mode: servers returned to the pool between transactions.
+    pub tx_returns: AtomicU64,
 }
 
 impl Stats {
@@ -65,6 +72,9 @@ impl Stats {
             pool_discards: AtomicU64::new(0),
             pool_timeouts: AtomicU64::new(0),
             pool_handoffs: AtomicU64::new(0),
+            tx_step_failures: AtomicU64::new(0),
+            tx_step_skips: AtomicU64::new(0),
+            tx_returns: AtomicU64::new(0),
         }
     }
 }

@@ -1311,7 +1311,7 @@ impl ConnHarness {
                     self.server_tls_pending = true;
                 }
                 // The fuzzed configurations are passthrough.
-                Action::Checkout | Action::ReleaseServer => {
+                Action::Checkout | Action::ReleaseServer | Action::ReturnServer => {
                     panic!("pool action {a:?} in passthrough");
                 }
             }

@@ -30,6 +30,35 @@ pub fn build(
     values: &[&str],
     role: &str,
 ) -> Result<(), ProtoError> {
+    let (sql, params) = context_sql(settings, variables, values, role)?;
+    let start = out.len();
+    let res = (|| {
+        encode::parse(out, b"", sql.as_bytes(), &[])?;
+        encode::bind_text(out, b"", b"", &params)?;
+        encode::execute(out, b"", 0)?;
+        encode::parse(out, b"", ROLE_CHECK_SQL, &[])?;
+        encode::bind_text(out, b"", b"", &[])?;
+        encode::execute(out, b"", 0)?;
+        encode::sync(out);
+        Ok(())
+    })();
+    if res.is_err() {
+        out.truncate(start);
+    }
+    res
+}
+
+/// Bind parameters in text format (`None` = NULL).
+type Params<'a> = Vec<Option<&'a [u8]>>;
+
+/// `SELECT pg_catalog.set_config($1,$2,false), …, pg_catalog.set_config('role',$n,false)`
+/// and its parameters: the settings, then the context variables, then the role.
+fn context_sql<'a>(
+    settings: &'a [(String, String)],
+    variables: &'a [String],
+    values: &[&'a str],
+    role: &'a str,
+) -> Result<(String, Params<'a>), ProtoError> {
     let mut sql = String::from("SELECT ");
     let mut params: Vec<Option<&[u8]>> = Vec::new();
     let mut n: usize = 0;
@@ -59,22 +88,92 @@ pub fn build(
         .ok_or(ProtoError::Encode("parameter count"))?;
     sql.push_str(&format!("pg_catalog.set_config('role', ${r}, false)"));
     params.push(Some(role.as_bytes()));
+    Ok((sql, params))
+}
 
-    let start = out.len();
-    let res = (|| {
-        encode::parse(out, b"", sql.as_bytes(), &[])?;
-        encode::bind_text(out, b"", b"", &params)?;
-        encode::execute(out, b"", 0)?;
-        encode::parse(out, b"", ROLE_CHECK_SQL, &[])?;
-        encode::bind_text(out, b"", b"", &[])?;
-        encode::execute(out, b"", 0)?;
-        encode::sync(out);
-        Ok(())
-    })();
-    if res.is_err() {
-        out.truncate(start);
+/// Transaction mode: the context step sent in front of each transaction the
+/// client starts on a server (see `docs/architecture.md`, "Transaction
+/// pooling"). No Sync: it shares the client's first extended-query cycle, so
+/// if it fails the server discards the client's messages up to the client's
+/// Sync (a simple Query included): they never run without the context. Its
+/// last message is `COMMIT`, which commits the implicit transaction the step
+/// ran in (PostgreSQL warns "there is no transaction in progress" and
+/// commits), so the client's own `ROLLBACK` cannot undo the context.
+#[derive(Clone, Debug)]
+pub struct TxStep {
+    /// Name of the prepared context statement (its shape: the parameter count).
+    pub name: String,
+    /// Parse of the context statement (sent once per server).
+    pub parse: Vec<u8>,
+    /// Bind/Execute of both (sent per transaction).
+    pub run: Vec<u8>,
+}
+
+/// Name of the prepared `COMMIT` of the step.
+pub const TX_COMMIT_NAME: &[u8] = b"pgvpd_commit";
+
+impl TxStep {
+    pub fn new(
+        settings: &[(String, String)],
+        variables: &[String],
+        values: &[&str],
+        role: &str,
+    ) -> Result<TxStep, ProtoError> {
+        let (sql, params) = context_sql(settings, variables, values, role)?;
+        let name = format!("pgvpd_ctx_{}", params.len());
+        let mut parse = Vec::new();
+        encode::parse(&mut parse, name.as_bytes(), sql.as_bytes(), &[])?;
+        let mut run = Vec::new();
+        encode::bind_text(&mut run, b"", name.as_bytes(), &params)?;
+        encode::execute(&mut run, b"", 0)?;
+        encode::bind_text(&mut run, b"", TX_COMMIT_NAME, &[])?;
+        encode::execute(&mut run, b"", 0)?;
+        Ok(TxStep { name, parse, run })
     }
-    res
+}
+
+/// The answers owed to a transaction step after its ParseCompletes, in
+/// order (NoticeResponse and ParameterStatus may interleave; they are the
+/// caller's business).
+pub const TX_TAIL: &[u8] = &[
+    crate::protocol::tag::BIND_COMPLETE,
+    crate::protocol::tag::DATA_ROW,
+    crate::protocol::tag::COMMAND_COMPLETE,
+    crate::protocol::tag::BIND_COMPLETE,
+    crate::protocol::tag::COMMAND_COMPLETE,
+];
+
+/// The step with unnamed statements (Parse, Bind, Execute of each).
+pub fn build_unnamed_tx(
+    out: &mut Vec<u8>,
+    settings: &[(String, String)],
+    variables: &[String],
+    values: &[&str],
+    role: &str,
+) -> Result<(), ProtoError> {
+    let (sql, params) = context_sql(settings, variables, values, role)?;
+    encode::parse(out, b"", sql.as_bytes(), &[])?;
+    encode::bind_text(out, b"", b"", &params)?;
+    encode::execute(out, b"", 0)?;
+    encode::parse(out, b"", b"COMMIT", &[])?;
+    encode::bind_text(out, b"", b"", &[])?;
+    encode::execute(out, b"", 0)
+}
+
+/// The answers owed to [`build_unnamed_tx`].
+pub const TX_UNNAMED_ANSWERS: &[u8] = &[
+    crate::protocol::tag::PARSE_COMPLETE,
+    crate::protocol::tag::BIND_COMPLETE,
+    crate::protocol::tag::DATA_ROW,
+    crate::protocol::tag::COMMAND_COMPLETE,
+    crate::protocol::tag::PARSE_COMPLETE,
+    crate::protocol::tag::BIND_COMPLETE,
+    crate::protocol::tag::COMMAND_COMPLETE,
+];
+
+/// Parse of the step's `COMMIT` (sent once per server).
+pub fn tx_commit_parse(out: &mut Vec<u8>) -> Result<(), ProtoError> {
+    encode::parse(out, TX_COMMIT_NAME, b"COMMIT", &[])
 }
 
 /// Where the injection's answers are.

@@ -73,6 +73,9 @@ pub enum Action {
     /// Pool mode: the client ended; take the server back with
     /// `Session::take_server` and run the release sequence on it.
     ReleaseServer,
+    /// Transaction mode: the transaction ended and the server is idle; take
+    /// it back with `Session::take_tx_server` (the client stays).
+    ReturnServer,
 }
 
 /// Why a session ended. Logged once by the reactor and counted.

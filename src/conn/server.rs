@@ -164,6 +164,14 @@ pub struct ServerLink {
     /// Its place in the pool: given back when the link is dropped, wherever
     /// it is (the pool's idle stack, a client session, a release).
     pub slot: Option<crate::pool::Slot>,
+    /// Transaction mode: the client whose context the server carries (the
+    /// last client a context step ran for); None once reset.
+    pub context_of: Option<u64>,
+    /// Transaction mode: statements the proxy prepared on this server.
+    pub prepared: Vec<Vec<u8>>,
+    /// False once a reset may have left statements we do not know of: the
+    /// proxy then prepares nothing more on it (unnamed steps only).
+    pub named_ok: bool,
 }
 
 impl std::fmt::Debug for ServerLink {
@@ -202,6 +210,9 @@ impl ServerLink {
             created: now,
             idle_since: None,
             slot: None,
+            context_of: None,
+            prepared: Vec::new(),
+            named_ok: true,
         }
     }
 
@@ -408,6 +419,17 @@ impl ServerLink {
             return;
         }
         self.deadline = now.checked_add(self.cfg.query_timeout).or(Some(now));
+        if !reset.is_empty() {
+            // The client left mid-transaction: whatever it did is reset.
+            self.context_of = None;
+            let discard_all = reset
+                .iter()
+                .any(|(_, q)| q.trim_ascii().eq_ignore_ascii_case(b"DISCARD ALL"));
+            if !discard_all {
+                self.named_ok = false;
+            }
+            self.prepared.clear();
+        }
         self.phase = Phase::Releasing {
             tracker: Box::new(tracker),
             then: reset.iter().map(|(k, q)| (*k, q.to_vec())).collect(),

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod pool;
+mod txn;
 
 pub use pool::PoolSettings;
 
@@ -220,6 +221,10 @@ enum Phase {
     PoolWait(Box<Handshake>),
     /// Pool mode: relaying with a lent server, every message counted.
     PoolRelay(Box<pool::Relay>),
+    /// Transaction mode: between transactions, no server; client bytes are held.
+    TxIdle,
+    /// Transaction mode: queued for a server for the next transaction.
+    TxWait,
     CancelConnecting,
     CancelSending,
     Draining {
@@ -243,6 +248,8 @@ impl Phase {
             Phase::PoolAuth(..) => "pool authentication",
             Phase::PoolWait(_) => "pool wait",
             Phase::PoolRelay(_) => "pooled",
+            Phase::TxIdle => "between transactions",
+            Phase::TxWait => "transaction wait",
             Phase::CancelSending => "cancel",
             Phase::Draining { .. } => "draining",
             Phase::Closed => "closed",
@@ -282,6 +289,11 @@ pub struct Session {
     pool_nonce: [u8; SCRAM_NONCE_LEN],
     /// The key of a CancelRequest this connection carries.
     cancel_key: Option<(i32, Vec<u8>)>,
+    /// Transaction mode: the client's context, kept between transactions.
+    tx: Option<Box<txn::TxCtx>>,
+    /// Unique among the process's connections (the reactor's id): which
+    /// client a pooled server's context belongs to.
+    client_id: u64,
     pub info: SessionInfo,
 }
 
@@ -307,8 +319,15 @@ impl Session {
             peer_loopback: false,
             pool_nonce: [0; SCRAM_NONCE_LEN],
             cancel_key: None,
+            tx: None,
+            client_id: 0,
             info: SessionInfo::default(),
         }
+    }
+
+    /// The reactor's id of this connection (unique in the process).
+    pub fn set_client_id(&mut self, id: u64) {
+        self.client_id = id;
     }
 
     /// The (pid, key) of the CancelRequest this connection forwards.
@@ -346,6 +365,9 @@ impl Session {
 
     /// The next action for the reactor, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
+        if self.action.is_none() {
+            self.tx_poll();
+        }
         self.action.take()
     }
 
@@ -417,10 +439,15 @@ impl Session {
         if !self.to_client.is_empty() {
             return (&self.to_client, &[]);
         }
+        if self.tx_swallowing() {
+            return (&[], &[]);
+        }
         match (&self.phase, &self.s2c) {
             (
                 Phase::Transparent
                 | Phase::PoolRelay(_)
+                | Phase::TxIdle
+                | Phase::TxWait
                 | Phase::Draining {
                     toward: Side::Client,
                 },
@@ -832,6 +859,11 @@ impl Session {
     }
 
     fn violation(&mut self, side: Side, err: ProtoError, now: Instant) {
+        if let ProtoError::Unsupported(_) = err {
+            let msg = format!("{err} (use pool_mode = session for them)");
+            self.fail("0A000", &msg, CloseReason::ClientProtocol, now);
+            return;
+        }
         let (reason, msg) = match side {
             Side::Client => (
                 CloseReason::ClientProtocol,
@@ -863,6 +895,8 @@ impl Session {
                 Phase::Authenticating(..) | Phase::PostAuth(_) | Phase::Injecting(..) => {
                     self.step_server(now)
                 }
+                Phase::PoolRelay(_) => self.step_tx_swallow(now) || self.tx_next(now),
+                Phase::TxIdle => self.tx_next(now),
                 _ => false,
             };
             if !progressed {
@@ -1430,7 +1464,8 @@ impl Session {
                     match inject::feed(step, t, row, status) {
                         Fed::More(next) => Phase::Injecting(hs, next),
                         Fed::Done if hs.link.is_some() => {
-                            self.pooled_started(hs.link.take(), hs.client_key)
+                            let link = hs.link.take();
+                            self.pooled_started(link, &hs, now)
                         }
                         Fed::Done => {
                             encode::ready_for_query(&mut self.to_client, b'I');

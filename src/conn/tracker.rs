@@ -49,17 +49,30 @@ pub const MAX_OUTSTANDING: u32 = 1 << 24;
 #[derive(Clone, Debug)]
 struct Scan {
     phase: FramePhase,
+    /// Client side: also read the first body byte of Parse (the first byte
+    /// of the statement name; 0 for the unnamed statement).
+    parse_first: bool,
     hdr: [u8; 6],
     have: usize,
     /// Body bytes of the current message still to skip.
     skip: usize,
+    /// Server side: the first bytes of a CommandComplete (its command tag).
+    cap: [u8; 12],
+    cap_len: usize,
+    cap_want: usize,
+    /// Server side: a command that changes session state ran (`SET`,
+    /// `RESET`, `DISCARD`, `DEALLOCATE`).
+    session_cmd: bool,
+    /// Server side: one that drops prepared statements ran (`DISCARD`,
+    /// `DEALLOCATE`).
+    statements_dropped: bool,
 }
 
 /// One message start seen by a scanner.
 #[derive(Clone, Copy, Debug)]
 struct Msg {
     tag: u8,
-    /// First body byte (only for server `Z`).
+    /// First body byte (only for server `Z`, and client `P` when asked).
     first: Option<u8>,
     /// Offset of the message's first byte from the chunk's start; negative
     /// when its header began in an earlier chunk.
@@ -70,14 +83,34 @@ impl Scan {
     fn new(phase: FramePhase) -> Self {
         Scan {
             phase,
+            parse_first: false,
             hdr: [0; 6],
             have: 0,
             skip: 0,
+            cap: [0; 12],
+            cap_len: 0,
+            cap_want: 0,
+            session_cmd: false,
+            statements_dropped: false,
         }
     }
 
     fn at_boundary(&self) -> bool {
         self.have == 0 && self.skip == 0
+    }
+
+    /// A CommandComplete's tag (or its first 12 bytes) is in `cap`.
+    fn command_tag_seen(&mut self) {
+        let t = self.cap.get(..self.cap_len).unwrap_or(&[]);
+        let word =
+            |w: &[u8]| t.starts_with(w) && matches!(t.get(w.len()), None | Some(0) | Some(b' '));
+        if word(b"DISCARD") || word(b"DEALLOCATE") {
+            self.statements_dropped = true;
+            self.session_cmd = true;
+        } else if word(b"SET") || word(b"RESET") {
+            self.session_cmd = true;
+        }
+        self.cap_want = 0;
     }
 
     /// Feeds `chunk`; calls `on` for every message whose header completes.
@@ -93,6 +126,20 @@ impl Scan {
         while i < chunk.len() {
             if self.skip > 0 {
                 let n = self.skip.min(chunk.len().saturating_sub(i));
+                if self.cap_want > self.cap_len {
+                    let take = n.min(self.cap_want.saturating_sub(self.cap_len));
+                    let src = chunk.get(i..i.saturating_add(take)).unwrap_or(&[]);
+                    if let Some(dst) = self
+                        .cap
+                        .get_mut(self.cap_len..self.cap_len.saturating_add(src.len()))
+                    {
+                        dst.copy_from_slice(src);
+                    }
+                    self.cap_len = self.cap_len.saturating_add(src.len());
+                    if self.cap_len >= self.cap_want {
+                        self.command_tag_seen();
+                    }
+                }
                 self.skip = self.skip.saturating_sub(n);
                 i = i.saturating_add(n);
                 continue;
@@ -110,7 +157,8 @@ impl Scan {
             let Some(h) = parse_header(head, self.phase, lim)? else {
                 continue;
             };
-            let want_first = self.phase == FramePhase::Server && h.tag == tag::READY_FOR_QUERY;
+            let want_first = (self.phase == FramePhase::Server && h.tag == tag::READY_FOR_QUERY)
+                || (self.parse_first && h.tag == tag::PARSE && h.len > 4);
             if want_first && self.have < 6 {
                 continue;
             }
@@ -122,6 +170,10 @@ impl Scan {
             let body = h.len.saturating_sub(4);
             self.skip = body.saturating_sub(usize::from(want_first));
             self.have = 0;
+            if self.phase == FramePhase::Server && h.tag == tag::COMMAND_COMPLETE {
+                self.cap_len = 0;
+                self.cap_want = body.min(self.cap.len());
+            }
             let go_on = on(Msg {
                 tag: h.tag,
                 first,
@@ -175,6 +227,9 @@ pub struct ServerTracker {
     s: Scan,
     book: Book,
     terminated: bool,
+    /// Transaction mode: a Parse of a named statement is refused (named
+    /// statements would stay on a server the client may not get again).
+    refuse_named: bool,
 }
 
 impl Default for ServerTracker {
@@ -200,7 +255,16 @@ impl ServerTracker {
                 dirty: None,
             },
             terminated: false,
+            refuse_named: false,
         }
+    }
+
+    /// A tracker that refuses named statements (`pool_mode = transaction`).
+    pub fn refusing_named_statements() -> Self {
+        let mut t = Self::new();
+        t.refuse_named = true;
+        t.c.parse_first = true;
+        t
     }
 
     pub fn outstanding(&self) -> u32 {
@@ -217,6 +281,19 @@ impl ServerTracker {
 
     pub fn terminated(&self) -> bool {
         self.terminated
+    }
+
+    /// The client ran `SET`, `RESET`, `DISCARD` or `DEALLOCATE` (as seen in
+    /// the server's command tags): the server's session state may differ
+    /// from what the proxy set.
+    pub fn session_state_changed(&self) -> bool {
+        self.s.session_cmd
+    }
+
+    /// The client ran `DISCARD` or `DEALLOCATE`: statements the proxy
+    /// prepared on the server may be gone.
+    pub fn statements_dropped(&self) -> bool {
+        self.s.statements_dropped
     }
 
     /// Every request answered, no cycle or COPY open, both directions at a
@@ -264,10 +341,16 @@ impl ServerTracker {
         }
         let mut found = None;
         let book = &mut self.book;
+        let refuse_named = self.refuse_named;
         self.c.feed(chunk, &self.lim, |m| {
             if m.tag == tag::TERMINATE {
                 found = Some(m.at);
                 return Ok(false);
+            }
+            if refuse_named && m.tag == tag::PARSE && m.first != Some(0) {
+                return Err(ProtoError::Unsupported(
+                    "named prepared statements in pool_mode = transaction",
+                ));
             }
             book.on_client_msg(m.tag);
             Ok(true)

@@ -122,13 +122,30 @@ impl<S: Copy + Eq, C: Copy + Eq> Pools<S, C> {
     /// A client wants a server of `key`: an idle one if any (and nobody is
     /// queued before it), otherwise it is queued, with a slot to create a
     /// server when the key is below `pool_size`.
-    pub fn checkout(&mut self, key: &PoolKey, client: C, now: Instant) -> Checkout<S> {
+    /// `prefer`: the server this client had last (transaction mode), taken
+    /// if it is idle.
+    pub fn checkout(
+        &mut self,
+        key: &PoolKey,
+        client: C,
+        prefer: Option<S>,
+        now: Instant,
+    ) -> Checkout<S>
+    where
+        S: PartialEq,
+    {
         let pool_size = self.pool_size;
         let kp = self.entry(key);
-        if kp.waiters.is_empty()
-            && let Some((s, _)) = kp.idle.pop()
-        {
-            return Checkout::Server(s);
+        if kp.waiters.is_empty() {
+            if let Some(p) = prefer
+                && let Some(i) = kp.idle.iter().rposition(|(s, _)| *s == p)
+            {
+                let (s, _) = kp.idle.remove(i);
+                return Checkout::Server(s);
+            }
+            if let Some((s, _)) = kp.idle.pop() {
+                return Checkout::Server(s);
+            }
         }
         kp.waiters.push_back(Waiter { client, since: now });
         Checkout::Queued {
@@ -337,13 +354,13 @@ mod tests {
         let t0 = Instant::now();
         let mut p: Pools<u32, u32> = Pools::new(2);
         let k = key("app");
-        let Checkout::Queued { create: Some(s1) } = p.checkout(&k, 1, t0) else {
+        let Checkout::Queued { create: Some(s1) } = p.checkout(&k, 1, None, t0) else {
             panic!("first client must get a create slot");
         };
-        let Checkout::Queued { create: Some(s2) } = p.checkout(&k, 2, t0) else {
+        let Checkout::Queued { create: Some(s2) } = p.checkout(&k, 2, None, t0) else {
             panic!("second client must get a create slot");
         };
-        let Checkout::Queued { create: None } = p.checkout(&k, 3, t0) else {
+        let Checkout::Queued { create: None } = p.checkout(&k, 3, None, t0) else {
             panic!("third client must queue without a slot");
         };
         assert_eq!(p.stats(&k).total, 2);
@@ -370,7 +387,7 @@ mod tests {
         let _b = p.try_slot(&k).unwrap();
         assert_eq!(p.checkin(&k, 10, t0), Checkin::Idle);
         assert_eq!(p.checkin(&k, 11, t1), Checkin::Idle);
-        match p.checkout(&k, 1, t1) {
+        match p.checkout(&k, 1, None, t1) {
             Checkout::Server(s) => assert_eq!(s, 11),
             other => panic!("want idle server, got {other:?}"),
         }
@@ -388,7 +405,7 @@ mod tests {
         {
             let Checkout::Queued {
                 create: Some(_slot),
-            } = p.checkout(&k, 1, t0)
+            } = p.checkout(&k, 1, None, t0)
             else {
                 panic!("want slot");
             };
@@ -414,7 +431,7 @@ mod tests {
         let k = key("app");
         for c in 1..=3 {
             assert!(matches!(
-                p.checkout(&k, c, t0 + Duration::from_secs(u64::from(c))),
+                p.checkout(&k, c, None, t0 + Duration::from_secs(u64::from(c))),
                 Checkout::Queued { create: None }
             ));
         }
@@ -439,7 +456,10 @@ mod tests {
         assert_eq!(p.checkin(&k, 7, t0), Checkin::Idle);
         assert!(p.remove_idle(&k, 7));
         assert!(!p.remove_idle(&k, 7));
-        assert!(matches!(p.checkout(&k, 1, t0), Checkout::Queued { .. }));
+        assert!(matches!(
+            p.checkout(&k, 1, None, t0),
+            Checkout::Queued { .. }
+        ));
     }
 
     #[test]
@@ -453,7 +473,7 @@ mod tests {
         let _sb = p.try_slot(&b).unwrap();
         assert_eq!(p.checkin(&a, 1, t0), Checkin::Idle);
         assert!(matches!(
-            p.checkout(&b, 9, t0),
+            p.checkout(&b, 9, None, t0),
             Checkout::Queued { create: None }
         ));
         assert_eq!(p.stats(&a).idle, 1);

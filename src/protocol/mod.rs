@@ -160,6 +160,8 @@ pub enum ProtoError {
     BadValue(&'static str),
     /// An encoder was asked to write a C string containing NUL, or a length overflowed.
     Encode(&'static str),
+    /// Valid protocol the proxy does not support in this mode.
+    Unsupported(&'static str),
 }
 
 impl fmt::Display for ProtoError {
@@ -185,6 +187,7 @@ impl fmt::Display for ProtoError {
             ProtoError::BadStartupCode(c) => write!(f, "unsupported startup code {c}"),
             ProtoError::BadValue(w) => write!(f, "invalid value for {w}"),
             ProtoError::Encode(w) => write!(f, "cannot encode {w}"),
+            ProtoError::Unsupported(w) => write!(f, "{w} are not supported"),
         }
     }
 }

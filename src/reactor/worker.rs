@@ -72,6 +72,9 @@ struct Conn {
     pool_key: Option<crate::pool::PoolKey>,
     /// Pool mode: the proxy-issued cancel key (pid, secret).
     cancel_pid: Option<(i32, [u8; 4])>,
+    /// Transaction mode: the server this client returned last (asked for
+    /// first at its next checkout: its context step can then be skipped).
+    last_link: Option<(usize, u64)>,
 }
 
 pub(super) struct Worker {
@@ -371,6 +374,7 @@ impl Worker {
         let id = (self.next_conn << 8) | (self.id as u64 & 0xff);
         let mut session = Session::new(self.settings.session.clone(), now);
         session.set_peer(peer.ip().is_loopback(), fresh_nonce());
+        session.set_client_id(id);
         let mut client = Transport::plain(stream);
         if tls_port {
             // pgvpd 1.0's TLS listener: TLS from the first byte, ALPN optional.
@@ -393,6 +397,7 @@ impl Worker {
             deadline: None,
             pool_key: None,
             cancel_pid: None,
+            last_link: None,
         };
         let Some((slot, generation)) = self.slab.insert(conn) else {
             self.shared.active_clients.fetch_sub(1, Ordering::Relaxed);
@@ -660,6 +665,7 @@ fn drive(
                 Action::StartServerTls => start_upstream_tls(conn, settings, now),
                 Action::Checkout => reqs.push(PoolReq::Checkout((slot, generation))),
                 Action::ReleaseServer => reqs.push(PoolReq::Release((slot, generation))),
+                Action::ReturnServer => reqs.push(PoolReq::Return((slot, generation))),
             }
         }
 

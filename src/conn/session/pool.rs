@@ -38,6 +38,8 @@ pub struct PoolSettings {
     pub roles: Option<Vec<String>>,
     pub auth: Arc<AuthDb>,
     pub checkout_timeout: Duration,
+    /// `pool_mode = transaction`: the server goes back after each transaction.
+    pub transaction: bool,
 }
 
 /// The relay with a lent server.
@@ -48,6 +50,10 @@ pub struct Relay {
     /// Bytes at the front of `c2s` that may still go to the server once the
     /// client ended (everything before its Terminate); None while it talks.
     pub(super) limit: Option<usize>,
+    /// Transaction mode: answers of the context step still to swallow.
+    pub(super) swallow: Option<super::txn::Swallow>,
+    /// Transaction mode: `ReturnServer` was asked for (once).
+    pub(super) returning: bool,
 }
 
 impl Relay {
@@ -205,10 +211,14 @@ impl Session {
 
     /// The pool key while the session waits for a server.
     pub fn pool_key(&self) -> Option<PoolKey> {
-        match &self.phase {
-            Phase::PoolWait(hs) => Some(PoolKey {
+        match (&self.phase, &self.tx) {
+            (Phase::PoolWait(hs), _) => Some(PoolKey {
                 database: self.info.database.clone(),
                 role: hs.role.clone(),
+            }),
+            (Phase::TxWait, Some(tx)) => Some(PoolKey {
+                database: self.info.database.clone(),
+                role: tx.role.clone(),
             }),
             _ => None,
         }
@@ -216,7 +226,7 @@ impl Session {
 
     /// True while queued for a server.
     pub fn pool_waiting(&self) -> bool {
-        matches!(self.phase, Phase::PoolWait(_))
+        matches!(self.phase, Phase::PoolWait(_) | Phase::TxWait)
     }
 
     /// The reactor lends `link` (its socket now feeds this session's server
@@ -228,6 +238,9 @@ impl Session {
         client_key: (i32, [u8; 4]),
         now: Instant,
     ) -> Result<(), Box<ServerLink>> {
+        if matches!(self.phase, Phase::TxWait) {
+            return self.tx_attach(link, now);
+        }
         let old = std::mem::replace(&mut self.phase, Phase::Poisoned);
         let Phase::PoolWait(mut hs) = old else {
             self.phase = old;
@@ -265,9 +278,11 @@ impl Session {
     pub(super) fn pooled_started(
         &mut self,
         link: Option<Box<ServerLink>>,
-        client_key: Option<(i32, [u8; 4])>,
+        hs: &Handshake,
+        now: Instant,
     ) -> Phase {
-        let Some(link) = link else {
+        let client_key = hs.client_key;
+        let Some(mut link) = link else {
             return Phase::Closed;
         };
         for (k, v) in &link.params {
@@ -281,10 +296,20 @@ impl Session {
         self.timers.clear(TimerKind::Handshake);
         self.action = Some(Action::SessionStarted);
         // The injection batch was the proxy's: the tracker starts at rest.
+        let tracker = match self.tx_begin(&mut link, &hs.role, &hs.settings, &hs.values) {
+            Ok(true) => ServerTracker::refusing_named_statements(),
+            Ok(false) => ServerTracker::new(),
+            Err(e) => {
+                self.violation(Side::Client, e, now);
+                return Phase::Closed;
+            }
+        };
         Phase::PoolRelay(Box::new(Relay {
             link,
-            tracker: ServerTracker::new(),
+            tracker,
             limit: None,
+            swallow: None,
+            returning: false,
         }))
     }
 
@@ -381,6 +406,11 @@ impl Session {
         let Phase::PoolRelay(relay) = &mut self.phase else {
             return;
         };
+        if relay.swallow.is_some() {
+            // The context step's answers come first; what follows them is
+            // scanned once they are swallowed (`step_tx_swallow`).
+            return;
+        }
         let Some(ring) = self.s2c.as_ref() else {
             return;
         };
@@ -474,6 +504,7 @@ impl Session {
     pub(super) fn pooled_wants_client_read(&self) -> bool {
         match &self.phase {
             Phase::PoolRelay(relay) => !relay.ending() && !relay.tracker.backpressure(),
+            Phase::TxIdle | Phase::TxWait => true,
             _ => false,
         }
     }

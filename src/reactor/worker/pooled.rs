@@ -65,6 +65,8 @@ impl LinkConn {
 pub(super) enum PoolReq {
     Checkout(Id),
     Release(Id),
+    /// Transaction mode: the transaction ended; the client keeps going.
+    Return(Id),
 }
 
 impl Worker {
@@ -78,6 +80,7 @@ impl Worker {
             match req {
                 PoolReq::Checkout(cid) => self.checkout(cid, now),
                 PoolReq::Release(cid) => self.release(cid, now),
+                PoolReq::Return(cid) => self.give_back(cid, now),
             }
         }
     }
@@ -96,7 +99,8 @@ impl Worker {
             return;
         };
         conn.pool_key = Some(key.clone());
-        match self.pools.checkout(&key, cid, now) {
+        let prefer = conn.last_link;
+        match self.pools.checkout(&key, cid, prefer, now) {
             Checkout::Server(lid) => self.lend(lid, cid, false, now),
             Checkout::Queued { create: Some(slot) } => self.create_link(key, slot, now),
             Checkout::Queued { create: None } => {
@@ -349,6 +353,72 @@ impl Worker {
             returned: true,
         };
         self.insert_link(lc);
+    }
+
+    /// Transaction mode: client `cid`'s transaction ended with its server
+    /// provably idle; the server goes back to the pool (to the first waiter)
+    /// and the client stays, without a server.
+    fn give_back(&mut self, cid: Id, now: Instant) {
+        let Some(rt) = self.rt() else {
+            return;
+        };
+        let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
+            return;
+        };
+        let Some((mut link, tracker)) = conn.session.take_tx_server() else {
+            return;
+        };
+        let Some(up) = conn.server.take() else {
+            return;
+        };
+        if let Some((pid, _)) = conn.cancel_pid {
+            rt.cancel.set_backend(pid, None);
+        }
+        let Some(key) = conn.pool_key.clone() else {
+            return;
+        };
+        stats::inc(&STATS.tx_returns);
+        let mut transport = up.transport;
+        let _ = self.poll.registry().deregister(transport.stream_mut());
+        // The client changed session state itself: its next transaction
+        // gets the step again; dropped statements are prepared again.
+        if tracker.session_state_changed() {
+            link.context_of = None;
+        }
+        if tracker.statements_dropped() {
+            link.prepared.clear();
+        }
+        // Provably idle already: no query runs, the link is idle at once.
+        link.begin_release(tracker, &[], now);
+        self.next_conn = self.next_conn.wrapping_add(1);
+        let lc = LinkConn {
+            id: (self.next_conn << 8) | (self.id as u64 & 0xff) | (1 << 63),
+            key,
+            link,
+            transport,
+            ready: Ready {
+                read: true,
+                write: true,
+                hup: up.ready.hup,
+            },
+            connecting: false,
+            tls_pending: false,
+            addr_idx: 0,
+            dirty: false,
+            deadline: None,
+            lend_to: None,
+            ready_once: true,
+            returned: true,
+        };
+        let lid = self.insert_link(lc);
+        if let Some(conn) = self.slab.get_mut(cid.0, cid.1) {
+            conn.last_link = lid;
+            // Bytes the client sent meanwhile start its next checkout.
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(cid);
+            }
+        }
     }
 
     /// The client `cid` was promised a server that turned out unusable: it
