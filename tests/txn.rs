@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::fixtures::{APP_PASSWORD, DB};
 use common::runner::{self, Case};
-use common::{Ctx, Proxy, RawConn};
+use common::{Ctx, Proxy, RawConn, XorShift};
 
 const CASES: &[Case] = &[
     ("txn_isolation_one_server", txn_isolation_one_server),
@@ -25,6 +25,7 @@ const CASES: &[Case] = &[
     ("txn_extended_unnamed", txn_extended_unnamed),
     ("txn_named_statements_refused", txn_named_statements_refused),
     ("txn_pgbench_simple_extended", txn_pgbench_simple_extended),
+    ("txn_torture", txn_torture),
 ];
 
 fn main() {
@@ -388,5 +389,300 @@ fn txn_pgbench_simple_extended(ctx: &Ctx) {
             "{text}"
         );
     }
+    p.assert_alive();
+}
+
+// ----------------------------------------------------------------- torture
+
+const TENANTS: u64 = 20;
+const ROWS_PER_TENANT: i64 = 5;
+
+#[derive(Default)]
+struct Counts {
+    sessions: u64,
+    tamper_sessions: u64,
+    transactions: u64,
+    statements: u64,
+    rows_checked: u64,
+    foreign_rows: u64,
+    wrong: Vec<String>,
+}
+
+impl Counts {
+    fn add(&mut self, o: Counts) {
+        self.sessions += o.sessions;
+        self.tamper_sessions += o.tamper_sessions;
+        self.transactions += o.transactions;
+        self.statements += o.statements;
+        self.rows_checked += o.rows_checked;
+        self.foreign_rows += o.foreign_rows;
+        self.wrong.extend(o.wrong);
+    }
+
+    /// Rows "tenant n" of a query over `txn_items` by tenant `k`.
+    fn check(&mut self, k: u64, rows: &[String], what: &str) {
+        let me = format!("t{k}");
+        let mut ns = Vec::new();
+        for r in rows {
+            self.rows_checked += 1;
+            let (t, n) = r.split_once(' ').unwrap_or((r.as_str(), ""));
+            if t != me {
+                self.foreign_rows += 1;
+                self.wrong.push(format!("{me} {what}: FOREIGN row {r:?}"));
+            }
+            ns.push(n.to_string());
+        }
+        let want: Vec<String> = (0..ROWS_PER_TENANT)
+            .map(|i| (k as i64 * 100 + i).to_string())
+            .collect();
+        if ns != want && self.wrong.len() < 50 {
+            self.wrong
+                .push(format!("{me} {what}: want {want:?}, got {rows:?}"));
+        }
+    }
+}
+
+fn torture_setup(ctx: &Ctx) {
+    let mut sql = String::from(
+        "DROP TABLE IF EXISTS txn_items, txn_log; \
+         CREATE TABLE txn_items (tenant_id text NOT NULL, n int NOT NULL); \
+         CREATE TABLE txn_log (tenant_id text NOT NULL \
+            DEFAULT current_setting('app.current_tenant_id'), v bigint NOT NULL); \
+         SELECT pgvpd_protect('txn_items'); SELECT pgvpd_protect('txn_log'); \
+         GRANT SELECT ON txn_items TO app_user; GRANT SELECT, INSERT ON txn_log TO app_user; ",
+    );
+    for k in 0..TENANTS {
+        sql.push_str(&format!(
+            "INSERT INTO txn_items SELECT 't{k}', {base} + i FROM generate_series(0, {last}) i; ",
+            base = k * 100,
+            last = ROWS_PER_TENANT - 1
+        ));
+    }
+    ctx.cluster.sql(&sql);
+}
+
+const ITEMS: &str = "SELECT tenant_id || ' ' || n FROM txn_items ORDER BY n";
+
+fn first_col(rows: &common::Rows) -> Vec<String> {
+    rows.iter()
+        .map(|r| r.first().cloned().flatten().unwrap_or_default())
+        .collect()
+}
+
+/// One client session of the torture mix; Err only for failures the proxy
+/// must not cause.
+fn torture_session(port: u16, k: u64, rng: &mut XorShift, c: &mut Counts) -> Result<(), String> {
+    let user = format!("app_user.t{k}");
+    let mut conn = RawConn::login(port, &user, DB, Some(POOL_PASSWORD))
+        .map_err(|e| format!("{user} login: {e:?}"))?;
+    c.sessions += 1;
+    let tamper = rng.next_u64() % 10 == 0;
+    if tamper {
+        // Change this session's context every way a client can, in and out
+        // of transactions, then leave: later transactions of other clients
+        // on the same servers must not see any of it.
+        c.tamper_sessions += 1;
+        let other = (k + 1 + rng.next_u64() % (TENANTS - 1)) % TENANTS;
+        let sql = match rng.next_u64() % 6 {
+            0 => format!("SET app.current_tenant_id = 't{other}'"),
+            1 => format!("SELECT set_config('app.current_tenant_id', 't{other}', false)"),
+            2 => "RESET ROLE".to_string(),
+            3 => format!("BEGIN; SET app.current_tenant_id = 't{other}'; ROLLBACK"),
+            4 => "RESET ALL".to_string(),
+            _ => format!(
+                "BEGIN; SELECT set_config('app.current_tenant_id', 't{other}', false); COMMIT"
+            ),
+        };
+        conn.simple_query(&sql)
+            .map_err(|e| format!("{user} tamper {sql}: {e:?}"))?;
+        c.statements += 1;
+        c.transactions += 1;
+        if rng.next_u64() % 2 == 0 {
+            conn.send(&common::terminate_bytes());
+        }
+        return Ok(());
+    }
+    let ops = 5 + rng.next_u64() % 20;
+    for _ in 0..ops {
+        match rng.next_u64() % 10 {
+            0..=2 => {
+                let rows = conn
+                    .simple_query(ITEMS)
+                    .map_err(|e| format!("{user} select: {e:?}"))?;
+                c.check(k, &first_col(&rows), "simple");
+                c.statements += 1;
+                c.transactions += 1;
+            }
+            3..=4 => {
+                let rows = extended(
+                    &mut conn,
+                    "SELECT tenant_id || ' ' || n FROM txn_items WHERE n >= $1 ORDER BY n",
+                    &["0"],
+                )
+                .map_err(|e| format!("{user} extended: {e:?}"))?;
+                c.check(k, &rows, "extended");
+                c.statements += 1;
+                c.transactions += 1;
+            }
+            5..=6 => {
+                // Explicit transaction, committed or rolled back.
+                let commit = rng.next_u64() % 2 == 0;
+                let v = if commit { 1 } else { -2 };
+                let script = [
+                    "BEGIN".to_string(),
+                    format!("INSERT INTO txn_log (v) VALUES ({v})"),
+                    ITEMS.to_string(),
+                ];
+                let mut rows = Vec::new();
+                for (i, sql) in script.iter().enumerate() {
+                    let r = conn
+                        .simple_query(sql)
+                        .map_err(|e| format!("{user} tx {sql}: {e:?}"))?;
+                    if i == 2 {
+                        rows = first_col(&r);
+                    }
+                    c.statements += 1;
+                }
+                c.check(k, &rows, "in transaction");
+                conn.simple_query(if commit { "COMMIT" } else { "ROLLBACK" })
+                    .map_err(|e| format!("{user} end: {e:?}"))?;
+                c.statements += 1;
+                c.transactions += 1;
+            }
+            7 => {
+                // An error inside a transaction, then rollback.
+                conn.simple_query("BEGIN").map_err(|e| format!("{e:?}"))?;
+                let e = conn.simple_query("SELECT 1/0");
+                if e.as_ref().map_err(|e| e.code.as_str()) != Err("22012") {
+                    c.wrong.push(format!("{user}: 1/0 gave {e:?}"));
+                }
+                let e = conn.simple_query("SELECT 1");
+                if e.as_ref().map_err(|e| e.code.as_str()) != Err("25P02") {
+                    c.wrong.push(format!("{user}: aborted tx gave {e:?}"));
+                }
+                conn.simple_query("ROLLBACK")
+                    .map_err(|e| format!("{e:?}"))?;
+                c.statements += 4;
+                c.transactions += 1;
+            }
+            8 => {
+                // Pipelined: two transactions in one write.
+                let mut out = common::query_bytes(ITEMS);
+                out.extend(common::query_bytes(
+                    "SELECT current_setting('app.current_tenant_id')",
+                ));
+                conn.send(&out);
+                let a = conn.read_query_result().map_err(|e| format!("{e:?}"))?;
+                let b = conn.read_query_result().map_err(|e| format!("{e:?}"))?;
+                c.check(k, &first_col(&a), "pipelined");
+                let t = first_col(&b);
+                if t != [format!("t{k}")] {
+                    c.foreign_rows += 1;
+                    c.wrong.push(format!("{user}: context {t:?}"));
+                }
+                c.statements += 2;
+                c.transactions += 2;
+            }
+            _ => {
+                // Abandoned: a transaction left open when the client goes.
+                conn.simple_query("BEGIN").map_err(|e| format!("{e:?}"))?;
+                conn.simple_query("INSERT INTO txn_log (v) VALUES (-1)")
+                    .map_err(|e| format!("{e:?}"))?;
+                c.statements += 2;
+                c.transactions += 1;
+                return Ok(()); // dropped without Terminate
+            }
+        }
+    }
+    conn.send(&common::terminate_bytes());
+    Ok(())
+}
+
+/// 200 clients over 20 tenants on 4 servers: a seeded mix of simple and
+/// extended statements, transactions committed, rolled back, failed and
+/// abandoned, pipelining, and sessions that tamper with their context;
+/// every row checked against the client's tenant.
+fn txn_torture(ctx: &Ctx) {
+    torture_setup(ctx);
+    let per_client: u64 = std::env::var("PGVPD_TXN_TORTURE_TX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let p = txn_proxy(
+        ctx,
+        "pool_size = 4\npool_checkout_timeout = 120\nlog_level = info\n\
+         max_client_conn = 1000\nworkers = 2",
+    );
+    let t0 = std::time::Instant::now();
+    let port = p.port;
+    let handles: Vec<_> = (0..200u64)
+        .map(|i| {
+            std::thread::spawn(move || -> Result<Counts, String> {
+                let k = i % TENANTS;
+                let mut rng = XorShift::new(0x7a5e_0000 + i);
+                let mut c = Counts::default();
+                while c.transactions < per_client {
+                    torture_session(port, k, &mut rng, &mut c)?;
+                }
+                Ok(c)
+            })
+        })
+        .collect();
+    let mut total = Counts::default();
+    let mut failures = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(Ok(c)) => total.add(c),
+            Ok(Err(e)) => failures.push(e),
+            Err(_) => failures.push("client thread panicked".into()),
+        }
+    }
+    println!(
+        "txn torture: {} transactions, {} statements in {} sessions ({} tampering), \
+         {} rows checked, {} foreign rows, {} wrong answers, {:.1} s",
+        total.transactions,
+        total.statements,
+        total.sessions,
+        total.tamper_sessions,
+        total.rows_checked,
+        total.foreign_rows,
+        total.wrong.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "client failures: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(
+        total.foreign_rows,
+        0,
+        "FOREIGN ROWS: {:?}",
+        &total.wrong[..total.wrong.len().min(10)]
+    );
+    assert!(
+        total.wrong.is_empty(),
+        "wrong answers: {:?}",
+        &total.wrong[..total.wrong.len().min(10)]
+    );
+    assert!(total.transactions >= 200 * per_client && total.rows_checked > 0);
+    assert_eq!(
+        ctx.cluster.sql("SELECT count(*) FROM txn_log WHERE v < 0"),
+        "0",
+        "a rolled-back or abandoned transaction was committed"
+    );
+    // The pool is whole: at most four app_user backends.
+    let backends = ctx.cluster.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_user' AND backend_type = 'client backend'",
+    );
+    assert!(
+        backends.parse::<u32>().unwrap_or(99) <= 4,
+        "{backends} app_user backends with pool_size = 4"
+    );
+    let log = p.log();
+    assert!(
+        !log.contains("event=connection_panic"),
+        "a connection panicked"
+    );
     p.assert_alive();
 }
