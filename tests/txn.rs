@@ -476,7 +476,7 @@ fn torture_session(port: u16, k: u64, rng: &mut XorShift, c: &mut Counts) -> Res
     let mut conn = RawConn::login(port, &user, DB, Some(POOL_PASSWORD))
         .map_err(|e| format!("{user} login: {e:?}"))?;
     c.sessions += 1;
-    let tamper = rng.next_u64() % 10 == 0;
+    let tamper = rng.next_u64().is_multiple_of(10);
     if tamper {
         // Change this session's context every way a client can, in and out
         // of transactions, then leave: later transactions of other clients
@@ -497,7 +497,7 @@ fn torture_session(port: u16, k: u64, rng: &mut XorShift, c: &mut Counts) -> Res
             .map_err(|e| format!("{user} tamper {sql}: {e:?}"))?;
         c.statements += 1;
         c.transactions += 1;
-        if rng.next_u64() % 2 == 0 {
+        if rng.next_u64().is_multiple_of(2) {
             conn.send(&common::terminate_bytes());
         }
         return Ok(());
@@ -526,7 +526,7 @@ fn torture_session(port: u16, k: u64, rng: &mut XorShift, c: &mut Counts) -> Res
             }
             5..=6 => {
                 // Explicit transaction, committed or rolled back.
-                let commit = rng.next_u64() % 2 == 0;
+                let commit = rng.next_u64().is_multiple_of(2);
                 let v = if commit { 1 } else { -2 };
                 let script = [
                     "BEGIN".to_string(),
