@@ -216,6 +216,8 @@ fn run(secs: u32) -> usize {
     failures += tls_failures;
     let (pool_rows, pool_failures) = run_pool(&cluster, &pgbouncer_bin, &tenant_user, secs);
     failures += pool_failures;
+    let (txn_rows, txn_failures) = run_txn(&cluster, &pgbouncer_bin, &tenant_user, secs);
+    failures += txn_failures;
 
     println!("== idle memory: {IDLE_CLIENTS} authenticated idle clients (fresh proxies)");
     // Each measurement on a fresh process, so memory freed by the pgbench
@@ -251,7 +253,7 @@ fn run(secs: u32) -> usize {
     }
 
     let facts = machine_facts(&cluster, &pgbouncer_bin, &pgvpd_bin, secs, &load_start);
-    let report = render(&rows, &tls_rows, &pool_rows, &mems, &facts);
+    let report = render(&rows, &tls_rows, &pool_rows, &txn_rows, &mems, &facts);
     println!("\n{report}");
     let out = common::repo_root().join("target/bench-results.md");
     match fs::write(&out, &report) {
@@ -423,6 +425,91 @@ fn run_pool(
     }
     drop(proxy);
     drop(bouncer);
+    (rows, failures)
+}
+
+/// Transaction pooling: pgvpd `pool_mode = transaction` next to PgBouncer
+/// transaction mode and direct, with a pool smaller than the client count
+/// (the context step runs almost every transaction) and one as large (it is
+/// skipped). Returns the rows and the number of failures.
+fn run_txn(
+    cluster: &Cluster,
+    pgbouncer_bin: &Path,
+    tenant_user: &str,
+    secs: u32,
+) -> (Vec<Row>, usize) {
+    let mut rows = Vec::new();
+    let mut failures = 0;
+    for (pool, workload) in [
+        (16u32, "txn select-only `-S`, pool 16"),
+        (64, "txn select-only `-S`, pool 64"),
+    ] {
+        println!("== transaction pooling: pgvpd vs pgbouncer (pool size {pool}, 64 clients)");
+        let bouncer = PgBouncer::start_mode(
+            pgbouncer_bin,
+            cluster,
+            pool,
+            Some(POOL_PASSWORD),
+            "transaction",
+        );
+        let proxy = Proxy::start(
+            cluster,
+            &format!(
+                "log_level = warn\nmax_client_conn = 5000\npool_mode = transaction\n\
+                 pool_size = {pool}\npool_password = {POOL_PASSWORD}\n\
+                 upstream_password = unused-trust\npool_checkout_timeout = 60\n"
+            ),
+        );
+        let sql = "SELECT current_setting('app.current_tenant_id'), count(*) FROM bench_accounts";
+        let out = psql(proxy.port, tenant_user, Some(POOL_PASSWORD), DB, sql);
+        let want = format!("{TENANT}|{ROWS_PER_TENANT}");
+        if out.out() != want {
+            failures += 1;
+            eprintln!(
+                "transaction-mode sanity check FAILED: want {want}, got {:?} {}",
+                out.out(),
+                out.stderr.trim()
+            );
+        }
+        let targets = [
+            Target {
+                name: "direct",
+                port: cluster.port,
+                user: ROLE.to_string(),
+                pid: None,
+                tls: None,
+                password: None,
+            },
+            Target {
+                name: "pgbouncer",
+                port: bouncer.port,
+                user: ROLE.to_string(),
+                pid: Some(bouncer.pid()),
+                tls: None,
+                password: Some(POOL_PASSWORD),
+            },
+            Target {
+                name: "pgvpd txn",
+                port: proxy.port,
+                user: tenant_user.to_string(),
+                pid: Some(proxy.pid()),
+                tls: None,
+                password: Some(POOL_PASSWORD),
+            },
+        ];
+        for mode in ["simple", "extended"] {
+            let spec = Spec {
+                workload,
+                mode,
+                clients: 64,
+                connect_each: false,
+                extra: vec!["-S".to_string()],
+            };
+            rows.push(run_row(&targets, spec, secs, &mut failures));
+        }
+        drop(proxy);
+        drop(bouncer);
+    }
     (rows, failures)
 }
 
@@ -831,6 +918,16 @@ impl PgBouncer {
     /// `scram`: clients authenticate with SCRAM-SHA-256 with this password
     /// (the server side stays trust).
     fn start_auth(bin: &Path, cluster: &Cluster, pool_size: u32, scram: Option<&str>) -> PgBouncer {
+        Self::start_mode(bin, cluster, pool_size, scram, "session")
+    }
+
+    fn start_mode(
+        bin: &Path,
+        cluster: &Cluster,
+        pool_size: u32,
+        scram: Option<&str>,
+        pool_mode: &str,
+    ) -> PgBouncer {
         let dir = cluster.subdir("pgbouncer");
         let ids = common::is_root().then(common::postgres_ids);
         if let Some((uid, gid)) = ids {
@@ -846,7 +943,7 @@ impl PgBouncer {
              unix_socket_dir =\n\
              auth_type = {auth}\n\
              auth_file = {dir}/userlist.txt\n\
-             pool_mode = session\n\
+             pool_mode = {pool_mode}\n\
              max_client_conn = 2000\n\
              default_pool_size = {pool_size}\n\
              logfile = {dir}/pgbouncer.log\n\
@@ -1025,6 +1122,7 @@ fn render(
     rows: &[Row],
     tls_rows: &[Row],
     pool_rows: &[Row],
+    txn_rows: &[Row],
     mems: &[(String, Result<Mem, String>)],
     facts: &[String],
 ) -> String {
@@ -1036,6 +1134,15 @@ fn render(
          with pool size 64 and SCRAM-SHA-256 client authentication; direct uses trust):\n"
     );
     three_way_table(&mut s, pool_rows);
+    let _ = writeln!(
+        s,
+        "\nTransaction pooling (`pool_mode = transaction` against PgBouncer \
+         `pool_mode = transaction`, SCRAM-SHA-256 clients, 64 clients). With pool size 16 the \
+         servers rotate between clients, so pgvpd applies the tenant context in front of almost \
+         every transaction; with pool size 64 each client gets its own server back and the step \
+         is skipped. PgBouncer sets no context at all:\n"
+    );
+    three_way_table(&mut s, txn_rows);
     tls_and_rest(&mut s, rows, tls_rows, mems, facts);
     s
 }

@@ -357,3 +357,73 @@ fn randomized_model() {
         assert_eq!(t.release_step(), Release::Reset);
     }
 }
+
+/// Every split point of `bytes` fed to the server side, one byte at a time
+/// included: the result must not depend on how reads cut the stream.
+fn server_split(bytes: &[u8], f: impl Fn(&ServerTracker) -> bool) -> bool {
+    let whole = {
+        let mut t = ServerTracker::new();
+        t.server_bytes(bytes).unwrap();
+        f(&t)
+    };
+    for cut in 0..bytes.len() {
+        let mut t = ServerTracker::new();
+        t.server_bytes(&bytes[..cut]).unwrap();
+        t.server_bytes(&bytes[cut..]).unwrap();
+        assert_eq!(f(&t), whole, "split at {cut}");
+    }
+    let mut t = ServerTracker::new();
+    for b in bytes {
+        t.server_bytes(std::slice::from_ref(b)).unwrap();
+    }
+    assert_eq!(f(&t), whole, "byte by byte");
+    whole
+}
+
+#[test]
+fn command_tags_that_change_session_state_are_seen() {
+    let changed = |tag: &str| {
+        let mut s = cc("SELECT 1");
+        s.extend(cc(tag));
+        s.extend(z(b'I'));
+        (
+            server_split(&s, ServerTracker::session_state_changed),
+            server_split(&s, ServerTracker::statements_dropped),
+        )
+    };
+    assert_eq!(changed("SET"), (true, false));
+    assert_eq!(changed("RESET"), (true, false));
+    assert_eq!(changed("DISCARD ALL"), (true, true));
+    assert_eq!(changed("DEALLOCATE"), (true, true));
+    assert_eq!(changed("DEALLOCATE ALL"), (true, true));
+    // Words that merely start the same, and ordinary commands, do not count.
+    assert_eq!(changed("SETX"), (false, false));
+    assert_eq!(changed("SELECT 5"), (false, false));
+    assert_eq!(changed("INSERT 0 1"), (false, false));
+    assert_eq!(changed("RESETTABLE"), (false, false));
+    // A long tag: only its first 12 bytes are read.
+    assert_eq!(changed("CREATE MATERIALIZED VIEW"), (false, false));
+}
+
+#[test]
+fn named_parse_refused_only_when_asked() {
+    let named = m(b'P', b"s1\0SELECT 1\0\0\0");
+    let mut plain = ServerTracker::new();
+    assert!(plain.client_bytes(&named).is_ok(), "session mode allows it");
+    for cut in 0..named.len() {
+        let mut t = ServerTracker::refusing_named_statements();
+        let a = t.client_bytes(&named[..cut]);
+        let r = a.and_then(|_| t.client_bytes(&named[cut..]));
+        assert!(
+            matches!(r, Err(ProtoError::Unsupported(_))),
+            "split at {cut}: {r:?}"
+        );
+    }
+    // The unnamed statement passes, split anywhere.
+    let unnamed = parse();
+    for cut in 0..unnamed.len() {
+        let mut t = ServerTracker::refusing_named_statements();
+        assert!(t.client_bytes(&unnamed[..cut]).is_ok());
+        assert!(t.client_bytes(&unnamed[cut..]).is_ok(), "split at {cut}");
+    }
+}
