@@ -49,6 +49,8 @@ pub struct Stats {
     pub tx_step_skips: AtomicU64,
     /// Transaction mode: servers returned to the pool between transactions.
     pub tx_returns: AtomicU64,
+    /// Transaction mode: servers left parked with their idle client (no waiter).
+    pub tx_parks: AtomicU64,
 }
 
 impl Stats {
@@ -75,6 +77,7 @@ impl Stats {
             tx_step_failures: AtomicU64::new(0),
             tx_step_skips: AtomicU64::new(0),
             tx_returns: AtomicU64::new(0),
+            tx_parks: AtomicU64::new(0),
         }
     }
 }

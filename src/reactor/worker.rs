@@ -107,6 +107,10 @@ pub(super) struct Worker {
     mesh: Option<Arc<Mesh>>,
     /// The waker fired: clients may wait in this worker's inbox.
     handoff_pending: bool,
+    /// Transaction mode: clients holding an idle server between
+    /// transactions, per key, oldest first (stale entries skipped).
+    parked:
+        std::collections::HashMap<crate::pool::PoolKey, std::collections::VecDeque<(usize, u64)>>,
 }
 
 impl Worker {
@@ -152,6 +156,7 @@ impl Worker {
                 next_reap: None,
                 mesh: None,
                 handoff_pending: false,
+                parked: std::collections::HashMap::new(),
             },
             waker,
         ))

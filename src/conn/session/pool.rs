@@ -369,6 +369,9 @@ impl Session {
         if relay.ending() {
             return; // bytes after the Terminate are dropped by the limit
         }
+        // Transaction mode: a parked server is in use again; its next
+        // return is asked for at the end of this transaction.
+        relay.returning = false;
         let before = ring.len().saturating_sub(n);
         let (a, b) = ring.readable();
         let mut res = Ok(None);

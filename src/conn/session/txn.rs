@@ -207,6 +207,12 @@ impl Session {
         }
     }
 
+    /// The transaction ended, the return was asked for, and the reactor left
+    /// the server parked here: it may take it back for a waiter.
+    pub fn tx_parked(&self) -> bool {
+        matches!(&self.phase, Phase::PoolRelay(r) if r.returning) && self.tx_return_ready()
+    }
+
     /// The lent server is provably idle between transactions and nothing of
     /// the client waits to be sent: it may go back.
     fn tx_return_ready(&self) -> bool {

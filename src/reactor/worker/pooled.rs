@@ -80,7 +80,7 @@ impl Worker {
             match req {
                 PoolReq::Checkout(cid) => self.checkout(cid, now),
                 PoolReq::Release(cid) => self.release(cid, now),
-                PoolReq::Return(cid) => self.give_back(cid, now),
+                PoolReq::Return(cid) => self.on_return(cid, now),
             }
         }
     }
@@ -105,8 +105,42 @@ impl Worker {
             Checkout::Queued { create: Some(slot) } => self.create_link(key, slot, now),
             Checkout::Queued { create: None } => {
                 debug!("pool_wait", key_db = key.database, key_role = key.role);
+                self.steal_parked(&key, now);
             }
         }
+    }
+
+    /// Transaction mode: a transaction ended with the server idle. With
+    /// clients waiting for the key it goes back at once; otherwise it stays
+    /// parked with its client (whose next transaction then costs nothing)
+    /// until a waiter needs it.
+    fn on_return(&mut self, cid: Id, now: Instant) {
+        let Some(key) = self.slab.get(cid.0, cid.1).and_then(|c| c.pool_key.clone()) else {
+            return;
+        };
+        if self.pools.has_waiters(&key) {
+            self.give_back(cid, now);
+        } else {
+            stats::inc(&STATS.tx_parks);
+            self.parked.entry(key).or_default().push_back(cid);
+        }
+    }
+
+    /// A waiter needs a server and the key is full: take one parked with
+    /// an idle client, oldest first. True when one went back.
+    fn steal_parked(&mut self, key: &PoolKey, now: Instant) -> bool {
+        // Bounded: each round removes one entry.
+        while let Some(cid) = self.parked.get_mut(key).and_then(|q| q.pop_front()) {
+            let parked = self
+                .slab
+                .get(cid.0, cid.1)
+                .is_some_and(|c| c.session.tx_parked());
+            if parked {
+                self.give_back(cid, now);
+                return true;
+            }
+        }
+        false
     }
 
     /// Opens a new server connection for `key` (it joins the pool when idle).
@@ -451,14 +485,19 @@ impl Worker {
         self.serve_waiters(key, now);
     }
 
-    /// Creates servers for queued clients while the key has room.
+    /// Creates servers for queued clients while the key has room; when it
+    /// has none, takes back servers parked with idle clients.
     pub(super) fn serve_waiters(&mut self, key: &PoolKey, now: Instant) {
         let waiting = self.pools.stats(key).waiting;
         let creating = self.creating.get(key).copied().unwrap_or(0) as usize;
         for _ in creating..waiting {
             match self.pools.try_slot(key) {
                 Some(slot) => self.create_link(key.clone(), slot, now),
-                None => break,
+                None => {
+                    if !self.steal_parked(key, now) {
+                        break;
+                    }
+                }
             }
         }
     }
