@@ -25,6 +25,10 @@ const CASES: &[Case] = &[
     ("txn_extended_unnamed", txn_extended_unnamed),
     ("txn_named_statements_refused", txn_named_statements_refused),
     ("txn_pgbench_simple_extended", txn_pgbench_simple_extended),
+    (
+        "txn_slow_reader_between_transactions",
+        txn_slow_reader_between_transactions,
+    ),
     ("txn_torture", txn_torture),
 ];
 
@@ -342,6 +346,70 @@ fn txn_extended_unnamed(ctx: &Ctx) {
         extended(&mut b, "SELECT 2", &[]).expect("after error"),
         vec!["2"]
     );
+    p.assert_alive();
+}
+
+/// A client reads its answers late, pipelines its next transaction behind a
+/// large one, while another client waits for the only server: every answer
+/// reaches the right client intact and in order. (The proxy also holds a
+/// client's next checkout until its previous answers are written, so a new
+/// server's stream always starts in an empty ring; socket buffers make that
+/// exact interleaving hard to force from here.)
+fn txn_slow_reader_between_transactions(ctx: &Ctx) {
+    let p = txn_proxy(ctx, "pool_size = 1");
+    let mut a = login(&p, "app_user.tenant_a");
+    // About 2 MB of rows: more than the proxy's ring and the socket buffers.
+    a.send_query("SELECT repeat('x', 100) || g FROM generate_series(1, 20000) g");
+    std::thread::sleep(Duration::from_millis(300));
+    let port = p.port;
+    let b = std::thread::spawn(move || {
+        let mut b =
+            RawConn::login(port, "app_user.tenant_b", DB, Some(POOL_PASSWORD)).expect("B login");
+        who(&mut b)
+    });
+    // B cannot get the only server before A's answers are read: read them.
+    let rows = a.read_query_result().expect("A's big result");
+    assert_eq!(rows.len(), 20000);
+    a.send_query(WHO);
+    let (tb, nb, _) = b.join().expect("B");
+    assert_eq!(
+        (tb.as_str(), nb.as_str()),
+        ("tenant_b", names_of("tenant_b"))
+    );
+    let row = a.read_query_result().expect("A's next transaction");
+    let first = row
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default();
+    assert!(
+        first.starts_with("tenant_a Alice Corp,Alice LLC "),
+        "{first}"
+    );
+    // Same again with A's next query sent before it read anything.
+    a.send_query("SELECT repeat('y', 100) || g FROM generate_series(1, 20000) g");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut b2 = login(&p, "app_user.tenant_b");
+    b2.send_query(WHO);
+    a.send_query(WHO);
+    let big = a.read_query_result().expect("A's second big result");
+    assert_eq!(big.len(), 20000);
+    let row = a
+        .read_query_result()
+        .expect("A's pipelined next transaction");
+    let first = row
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default();
+    assert!(
+        first.starts_with("tenant_a Alice Corp,Alice LLC "),
+        "{first}"
+    );
+    let row = b2.read_query_result().expect("B's query");
+    let first = row
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default();
+    assert!(first.starts_with("tenant_b Bob Inc,Bob Ltd "), "{first}");
     p.assert_alive();
 }
 

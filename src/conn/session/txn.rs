@@ -256,6 +256,12 @@ impl Session {
                 self.action.is_some()
             }
             Phase::TxIdle => {
+                // The last transaction's answers go to the client first: the
+                // next server's stream starts in an empty ring (the step's
+                // answers are read from its head).
+                if !self.to_client.is_empty() || self.s2c.as_ref().is_some_and(|r| !r.is_empty()) {
+                    return false;
+                }
                 let Some(ring) = self.c2s.as_ref() else {
                     return false;
                 };
