@@ -171,6 +171,7 @@ fn load_pool(c: &Config) -> Result<(Arc<PoolSettings>, Arc<reactor::PoolRuntime>
         auth: Arc::new(auth),
         checkout_timeout: c.pool_checkout_timeout,
         transaction: c.pool_mode == PoolMode::Transaction,
+        max_prepared: c.max_prepared_statements as usize,
     };
     let rt = reactor::PoolRuntime {
         pool_size: c.pool_size,

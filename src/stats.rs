@@ -51,6 +51,8 @@ pub struct Stats {
     pub tx_returns: AtomicU64,
     /// Transaction mode: servers left parked with their idle client (no waiter).
     pub tx_parks: AtomicU64,
+    /// Transaction mode: client statements prepared again on another server.
+    pub tx_reprepares: AtomicU64,
 }
 
 impl Stats {
@@ -78,6 +80,7 @@ impl Stats {
             tx_step_skips: AtomicU64::new(0),
             tx_returns: AtomicU64::new(0),
             tx_parks: AtomicU64::new(0),
+            tx_reprepares: AtomicU64::new(0),
         }
     }
 }

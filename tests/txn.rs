@@ -24,6 +24,10 @@ const CASES: &[Case] = &[
     ),
     ("txn_extended_unnamed", txn_extended_unnamed),
     ("txn_named_statements_refused", txn_named_statements_refused),
+    (
+        "txn_named_statements_follow_the_client",
+        txn_named_statements_follow_the_client,
+    ),
     ("txn_pgbench_simple_extended", txn_pgbench_simple_extended),
     (
         "txn_slow_reader_between_transactions",
@@ -413,10 +417,104 @@ fn txn_slow_reader_between_transactions(ctx: &Ctx) {
     p.assert_alive();
 }
 
-/// Named prepared statements are not supported yet in this mode: a clear
-/// error, not silent misbehaviour.
+fn describe_stmt(name: &str) -> Vec<u8> {
+    let mut b = vec![b'S'];
+    cstr(&mut b, name);
+    msg(b'D', &b)
+}
+
+fn close_stmt(name: &str) -> Vec<u8> {
+    let mut b = vec![b'S'];
+    cstr(&mut b, name);
+    msg(b'C', &b)
+}
+
+/// Named statements prepared by clients follow them to whichever server
+/// their transactions get: four clients, two servers, each client's
+/// statements used in many transactions interleaved with the others'.
+fn txn_named_statements_follow_the_client(ctx: &Ctx) {
+    let p = txn_proxy(ctx, "pool_size = 2\nlog_level = debug");
+    let tenants = ["tenant_a", "tenant_b", "tenant_a", "tenant_b"];
+    let mut cs: Vec<RawConn> = tenants
+        .iter()
+        .map(|t| login(&p, &format!("app_user.{t}")))
+        .collect();
+    // Each client prepares two statements (same names across clients).
+    for c in cs.iter_mut() {
+        let mut out = parse(
+            "who",
+            "SELECT current_setting('app.current_tenant_id') || ':' || $1::text",
+        );
+        out.extend(parse("names", "SELECT name FROM tenants ORDER BY name"));
+        out.extend(sync());
+        c.send(&out);
+        read_until_ready(c).expect("prepare");
+    }
+    let mut hold = login(&p, "app_user.tenant_a");
+    for round in 0..40 {
+        // Now and then one server is held by a transaction, so the others
+        // share the second one and the statements must move.
+        let holding = round % 3 == 0;
+        if holding {
+            hold.simple_query("BEGIN").expect("BEGIN");
+        }
+        for (i, c) in cs.iter_mut().enumerate() {
+            let tenant = tenants[i];
+            let mut out = bind("who", &[&format!("{round}")]);
+            out.extend(execute());
+            out.extend(sync());
+            c.send(&out);
+            let rows =
+                read_until_ready(c).unwrap_or_else(|e| panic!("round {round} client {i}: {e:?}"));
+            assert_eq!(
+                rows,
+                vec![format!("{tenant}:{round}")],
+                "round {round} client {i}"
+            );
+            let mut out = describe_stmt("names");
+            out.extend(bind("names", &[]));
+            out.extend(execute());
+            out.extend(sync());
+            c.send(&out);
+            let rows =
+                read_until_ready(c).unwrap_or_else(|e| panic!("round {round} client {i}: {e:?}"));
+            assert_eq!(rows.join(","), names_of(tenant), "round {round} client {i}");
+        }
+        if holding {
+            hold.simple_query("COMMIT").expect("COMMIT");
+        }
+    }
+    // Close, then use: the server says it does not exist.
+    let c = &mut cs[0];
+    let mut out = close_stmt("who");
+    out.extend(sync());
+    c.send(&out);
+    read_until_ready(c).expect("close");
+    let mut out = bind("who", &["x"]);
+    out.extend(execute());
+    out.extend(sync());
+    c.send(&out);
+    let (code, message) = read_until_ready(c).expect_err("closed statement");
+    assert_eq!(code, "26000", "{message}");
+    // Defining it again works, in a transaction spanning messages.
+    let mut out = parse("who", "SELECT 'again:' || $1::text");
+    out.extend(sync());
+    c.send(&out);
+    read_until_ready(c).expect("prepare again");
+    c.simple_query("BEGIN").expect("BEGIN");
+    let mut out = bind("who", &["1"]);
+    out.extend(execute());
+    out.extend(sync());
+    c.send(&out);
+    assert_eq!(read_until_ready(c).expect("again"), vec!["again:1"]);
+    c.simple_query("COMMIT").expect("COMMIT");
+    p.assert_alive();
+}
+
+/// `max_prepared_statements = 0`: named prepared statements are refused
+/// with a clear error, not silently misbehaving.
 fn txn_named_statements_refused(ctx: &Ctx) {
-    let p = txn_proxy(ctx, "pool_size = 1");
+    let p = txn_proxy(ctx, "pool_size = 1\nmax_prepared_statements = 0");
     let mut a = login(&p, "app_user.tenant_a");
     let mut out = parse("s1", "SELECT 1");
     out.extend(sync());
@@ -428,7 +526,7 @@ fn txn_named_statements_refused(ctx: &Ctx) {
     p.assert_alive();
 }
 
-/// pgbench in transaction mode (simple and extended protocol).
+/// pgbench in transaction mode (simple, extended and prepared protocol).
 fn txn_pgbench_simple_extended(ctx: &Ctx) {
     let init = common::pgbench(
         ctx.cluster.port,
@@ -443,13 +541,16 @@ fn txn_pgbench_simple_extended(ctx: &Ctx) {
          pgbench_tellers, pgbench_history TO app_user",
     );
     let p = txn_proxy(ctx, "pool_size = 4");
-    for mode in ["simple", "extended"] {
+    // One thread per client: pgbench prepares a statement with a blocking
+    // call, which with fewer servers than clients would stall the other
+    // clients of its thread (those holding servers) and deadlock.
+    for mode in ["simple", "extended", "prepared"] {
         let out = common::pgbench(
             p.port,
             "app_user.tenant_a",
             Some(POOL_PASSWORD),
             DB,
-            &["-M", mode, "-c", "8", "-j", "2", "-t", "200", "-n"],
+            &["-M", mode, "-c", "8", "-j", "8", "-t", "200", "-n"],
         );
         let text = out.expect_ok(&format!("pgbench -M {mode} through transaction mode"));
         assert!(
@@ -571,9 +672,39 @@ fn torture_session(port: u16, k: u64, rng: &mut XorShift, c: &mut Counts) -> Res
         return Ok(());
     }
     let ops = 5 + rng.next_u64() % 20;
+    let mut prepared = false;
     for _ in 0..ops {
         match rng.next_u64() % 10 {
-            0..=2 => {
+            0 => {
+                // A named statement, prepared once per session, used in many
+                // transactions on whichever server they get; now and then
+                // closed and prepared again.
+                if !prepared || rng.next_u64().is_multiple_of(8) {
+                    let mut out = Vec::new();
+                    if prepared {
+                        out.extend(close_stmt("items"));
+                    }
+                    out.extend(parse(
+                        "items",
+                        "SELECT tenant_id || ' ' || n FROM txn_items WHERE n >= $1 ORDER BY n",
+                    ));
+                    out.extend(sync());
+                    conn.send(&out);
+                    read_until_ready(&mut conn).map_err(|e| format!("{user} prepare: {e:?}"))?;
+                    prepared = true;
+                    c.transactions += 1;
+                }
+                let mut out = bind("items", &["0"]);
+                out.extend(execute());
+                out.extend(sync());
+                conn.send(&out);
+                let rows =
+                    read_until_ready(&mut conn).map_err(|e| format!("{user} execute: {e:?}"))?;
+                c.check(k, &rows, "prepared");
+                c.statements += 1;
+                c.transactions += 1;
+            }
+            1..=2 => {
                 let rows = conn
                     .simple_query(ITEMS)
                     .map_err(|e| format!("{user} select: {e:?}"))?;
@@ -666,8 +797,8 @@ fn torture_session(port: u16, k: u64, rng: &mut XorShift, c: &mut Counts) -> Res
     Ok(())
 }
 
-/// 200 clients over 20 tenants on 4 servers: a seeded mix of simple and
-/// extended statements, transactions committed, rolled back, failed and
+/// 200 clients over 20 tenants on 4 servers: a seeded mix of simple,
+/// extended and named prepared statements, transactions committed, rolled back, failed and
 /// abandoned, pipelining, and sessions that tamper with their context;
 /// every row checked against the client's tenant.
 fn txn_torture(ctx: &Ctx) {

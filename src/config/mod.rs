@@ -157,6 +157,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub pool_mode: PoolMode,
     pub pool_size: u32,
+    /// Transaction mode: named prepared statements tracked per client and
+    /// per server (0: refused).
+    pub max_prepared_statements: u32,
     pub pool_password: Option<String>,
     pub upstream_password: Option<String>,
     pub pool_idle_timeout: Duration,
@@ -220,6 +223,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(30),
             pool_mode: PoolMode::None,
             pool_size: 20,
+            max_prepared_statements: 200,
             pool_password: None,
             upstream_password: None,
             pool_idle_timeout: Duration::from_secs(300),
@@ -288,6 +292,7 @@ impl fmt::Debug for Config {
             handshake_timeout,
             pool_mode,
             pool_size,
+            max_prepared_statements,
             pool_password,
             upstream_password,
             pool_idle_timeout,
@@ -336,6 +341,7 @@ impl fmt::Debug for Config {
             .field("handshake_timeout", handshake_timeout)
             .field("pool_mode", pool_mode)
             .field("pool_size", pool_size)
+            .field("max_prepared_statements", max_prepared_statements)
             .field("pool_password", &Redacted(pool_password))
             .field("upstream_password", &Redacted(upstream_password))
             .field("pool_idle_timeout", pool_idle_timeout)

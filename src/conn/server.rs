@@ -169,6 +169,9 @@ pub struct ServerLink {
     pub context_of: Option<u64>,
     /// Transaction mode: statements the proxy prepared on this server.
     pub prepared: Vec<Vec<u8>>,
+    /// Transaction mode: client statements prepared on this server (server
+    /// names), least recently used first.
+    pub client_stmts: VecDeque<Vec<u8>>,
     /// False once a reset may have left statements we do not know of: the
     /// proxy then prepares nothing more on it (unnamed steps only).
     pub named_ok: bool,
@@ -212,6 +215,7 @@ impl ServerLink {
             slot: None,
             context_of: None,
             prepared: Vec::new(),
+            client_stmts: VecDeque::new(),
             named_ok: true,
         }
     }
@@ -429,6 +433,7 @@ impl ServerLink {
                 self.named_ok = false;
             }
             self.prepared.clear();
+            self.client_stmts.clear();
         }
         self.phase = Phase::Releasing {
             tracker: Box::new(tracker),

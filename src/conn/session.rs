@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod pool;
+mod stmts;
 mod txn;
 
 pub use pool::PoolSettings;
@@ -442,6 +443,17 @@ impl Session {
         if self.tx_swallowing() {
             return (&[], &[]);
         }
+        if let Phase::PoolRelay(relay) = &self.phase
+            && let Some(cut) = relay.rw.as_ref().and_then(|rw| rw.client_allowance())
+            && let Some(r) = &self.s2c
+        {
+            let (a, b) = r.readable();
+            return if cut <= a.len() {
+                (a.get(..cut).unwrap_or(&[]), &[])
+            } else {
+                (a, b.get(..cut.saturating_sub(a.len())).unwrap_or(b))
+            };
+        }
         match (&self.phase, &self.s2c) {
             (
                 Phase::Transparent
@@ -574,6 +586,7 @@ impl Session {
             }
         } else if let Some(r) = self.s2c.as_mut() {
             r.consume(n);
+            self.rw_client_consumed(n);
         }
         self.after_write(pool, now);
     }
@@ -895,7 +908,18 @@ impl Session {
                 Phase::Authenticating(..) | Phase::PostAuth(_) | Phase::Injecting(..) => {
                     self.step_server(now)
                 }
-                Phase::PoolRelay(_) => self.step_tx_swallow(now) || self.tx_next(now),
+                Phase::PoolRelay(_) => {
+                    self.step_tx_swallow(now)
+                        || match self.step_tx_forward() {
+                            Ok(p) => p,
+                            Err(e) => {
+                                self.violation(Side::Client, e, now);
+                                true
+                            }
+                        }
+                        || self.rw_apply_drops()
+                        || self.tx_next(now)
+                }
                 Phase::TxIdle => self.tx_next(now),
                 _ => false,
             };

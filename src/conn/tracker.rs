@@ -365,9 +365,21 @@ impl ServerTracker {
 
     /// Server → client bytes, in order.
     pub fn server_bytes(&mut self, chunk: &[u8]) -> Result<(), ProtoError> {
+        self.server_bytes_each(chunk, |_, _| {})
+    }
+
+    /// As [`server_bytes`](Self::server_bytes), also telling `each` every
+    /// message start: its tag and its offset from `chunk`'s start (negative
+    /// when its header began in an earlier chunk).
+    pub fn server_bytes_each(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(u8, isize),
+    ) -> Result<(), ProtoError> {
         let book = &mut self.book;
         self.s.feed(chunk, &self.lim, |m| {
             book.on_server_msg(m.tag, m.first);
+            each(m.tag, m.at);
             Ok(true)
         })?;
         Ok(())

@@ -40,6 +40,9 @@ pub struct PoolSettings {
     pub checkout_timeout: Duration,
     /// `pool_mode = transaction`: the server goes back after each transaction.
     pub transaction: bool,
+    /// Transaction mode: named statements per client and per server (0:
+    /// refused with 0A000).
+    pub max_prepared: usize,
 }
 
 /// The relay with a lent server.
@@ -54,6 +57,9 @@ pub struct Relay {
     pub(super) swallow: Option<super::txn::Swallow>,
     /// Transaction mode: `ReturnServer` was asked for (once).
     pub(super) returning: bool,
+    /// Transaction mode with `max_prepared_statements > 0`: the rewriting
+    /// of named statements.
+    pub(super) rw: Option<Box<super::stmts::Rewrite>>,
 }
 
 impl Relay {
@@ -296,9 +302,9 @@ impl Session {
         self.timers.clear(TimerKind::Handshake);
         self.action = Some(Action::SessionStarted);
         // The injection batch was the proxy's: the tracker starts at rest.
-        let tracker = match self.tx_begin(&mut link, &hs.role, &hs.settings, &hs.values) {
-            Ok(true) => ServerTracker::refusing_named_statements(),
-            Ok(false) => ServerTracker::new(),
+        let (tracker, rw) = match self.tx_begin(&mut link, &hs.role, &hs.settings, &hs.values) {
+            Ok(true) => self.tx_tracker(),
+            Ok(false) => (ServerTracker::new(), None),
             Err(e) => {
                 self.violation(Side::Client, e, now);
                 return Phase::Closed;
@@ -310,6 +316,7 @@ impl Session {
             limit: None,
             swallow: None,
             returning: false,
+            rw,
         }))
     }
 
@@ -419,14 +426,39 @@ impl Session {
         };
         let (a, b) = ring.readable();
         let mut res = Ok(());
+        let tracking = relay.rw.is_some();
+        let mut starts: Vec<(u8, isize)> = Vec::new();
+        let mut offset: isize = 0;
         for part in tail(a, b, n) {
-            res = relay.tracker.server_bytes(part);
+            res = relay.tracker.server_bytes_each(part, |t, at| {
+                if tracking && matches!(t, b'1' | b'3' | b'Z' | b'E') {
+                    starts.push((t, offset.saturating_add(at)));
+                }
+            });
+            offset = offset.saturating_add(isize::try_from(part.len()).unwrap_or(isize::MAX));
             if res.is_err() {
                 break;
             }
         }
         if let Err(e) = res {
             self.violation(Side::Server, e, now);
+            return;
+        }
+        if tracking {
+            let base = self.rw_scanned_base().unwrap_or(0);
+            for (t, at) in starts {
+                let abs = if at >= 0 {
+                    base.saturating_add(at.unsigned_abs() as u64)
+                } else {
+                    base.saturating_sub(at.unsigned_abs() as u64)
+                };
+                if let Err(e) = self.rw_server_msg(t, abs) {
+                    self.violation(Side::Server, e, now);
+                    return;
+                }
+            }
+            self.rw_scanned(n);
+            self.rw_apply_drops();
         }
     }
 
@@ -483,16 +515,19 @@ impl Session {
             return (&[], &[]);
         };
         let (a, b) = r.readable();
-        match relay.limit {
+        let n = match relay.limit {
             // A header not yet complete may be a Terminate: hold it back.
-            None => head(
-                a,
-                b,
-                r.len()
-                    .saturating_sub(relay.tracker.client_partial_header()),
-            ),
-            Some(l) => head(a, b, l),
-        }
+            None => r
+                .len()
+                .saturating_sub(relay.tracker.client_partial_header()),
+            Some(l) => l,
+        };
+        // Rewriting: raw bytes only inside a message passed as it is.
+        let n = match relay.rw.as_ref() {
+            Some(rw) => n.min(rw.raw_allowance()),
+            None => n,
+        };
+        head(a, b, n)
     }
 
     /// `n` relayed bytes went to the server.
@@ -502,6 +537,7 @@ impl Session {
         {
             *l = l.saturating_sub(n);
         }
+        self.rw_forwarded(n);
     }
 
     pub(super) fn pooled_wants_client_read(&self) -> bool {

@@ -45,6 +45,8 @@ use crate::protocol::{FramePhase, ProtoError, backend, tag};
 pub struct TxCtx {
     /// The login role (the pool key's role).
     pub(super) role: String,
+    /// Its named prepared statements.
+    pub(super) stmts: super::stmts::Stmts,
     /// The step (settings, context, role) for a server that lacks it.
     step: TxStep,
     /// The step with unnamed statements, for servers where the proxy
@@ -125,12 +127,25 @@ impl Session {
             &set_role,
         )?;
         self.tx = Some(Box::new(TxCtx {
+            stmts: super::stmts::Stmts::default(),
             role: role.to_string(),
             step,
             unnamed,
         }));
         link.context_of = Some(self.client_id);
         Ok(true)
+    }
+
+    /// The tracker (and rewriting) of a transaction-mode relay: named
+    /// statements are rewritten, or refused when `max_prepared_statements`
+    /// is 0.
+    pub(super) fn tx_tracker(&self) -> (ServerTracker, Option<Box<super::stmts::Rewrite>>) {
+        let max = self.cfg.pool.as_ref().map_or(0, |p| p.max_prepared);
+        if max == 0 {
+            (ServerTracker::refusing_named_statements(), None)
+        } else {
+            (ServerTracker::new(), Some(Box::default()))
+        }
     }
 
     /// Transaction mode: a server is lent for the client's next transaction.
@@ -173,18 +188,22 @@ impl Session {
             swallow = Some(Swallow::new(&tags));
         }
         self.timers.clear(TimerKind::Checkout);
+        let (tracker, rw) = self.tx_tracker();
         self.phase = Phase::PoolRelay(Box::new(Relay {
             link,
-            tracker: ServerTracker::refusing_named_statements(),
+            tracker,
             limit: None,
             swallow,
             returning: false,
+            rw,
         }));
         // What the client sent while it had no server is scanned now.
         let held = self.c2s.as_ref().map_or(0, |r| r.len());
         if held > 0 {
             self.scan_client(held, now);
         }
+        // Classify what is held (the rewriting forwards nothing before).
+        self.process(now);
         Ok(())
     }
 
@@ -221,6 +240,7 @@ impl Session {
         };
         self.tx.is_some()
             && relay.swallow.is_none()
+            && relay.rw.as_ref().is_none_or(|rw| rw.at_rest())
             && relay.limit.is_none()
             && !relay.tracker.terminated()
             && relay.tracker.is_idle()

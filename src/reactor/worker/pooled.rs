@@ -421,6 +421,7 @@ impl Worker {
         }
         if tracker.statements_dropped() {
             link.prepared.clear();
+            link.client_stmts.clear();
         }
         // Provably idle already: no query runs, the link is idle at once.
         link.begin_release(tracker, &[], now);
