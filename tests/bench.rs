@@ -497,7 +497,7 @@ fn run_txn(
                 password: Some(POOL_PASSWORD),
             },
         ];
-        for mode in ["simple", "extended"] {
+        for mode in ["simple", "extended", "prepared"] {
             let spec = Spec {
                 workload,
                 mode,
