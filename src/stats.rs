@@ -53,6 +53,9 @@ pub struct Stats {
     pub tx_parks: AtomicU64,
     /// Transaction mode: client statements prepared again on another server.
     pub tx_reprepares: AtomicU64,
+    /// Transaction mode: servers reset after a transaction that may have
+    /// left session objects.
+    pub tx_resets: AtomicU64,
 }
 
 impl Stats {
@@ -81,6 +84,7 @@ impl Stats {
             tx_returns: AtomicU64::new(0),
             tx_parks: AtomicU64::new(0),
             tx_reprepares: AtomicU64::new(0),
+            tx_resets: AtomicU64::new(0),
         }
     }
 }

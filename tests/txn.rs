@@ -33,6 +33,7 @@ const CASES: &[Case] = &[
         "txn_slow_reader_between_transactions",
         txn_slow_reader_between_transactions,
     ),
+    ("txn_leak_session_objects", txn_leak_session_objects),
     ("txn_torture", txn_torture),
 ];
 
@@ -508,6 +509,61 @@ fn txn_named_statements_follow_the_client(ctx: &Ctx) {
     c.send(&out);
     assert_eq!(read_until_ready(c).expect("again"), vec!["again:1"]);
     c.simple_query("COMMIT").expect("COMMIT");
+    p.assert_alive();
+}
+
+/// Objects that outlive a transaction on the server (a temporary table, a
+/// WITH HOLD cursor, a listener, an SQL prepared statement) are gone before
+/// another client gets that server.
+fn txn_leak_session_objects(ctx: &Ctx) {
+    ctx.cluster.sql("GRANT CREATE ON SCHEMA public TO app_user");
+    let p = txn_proxy(ctx, "pool_size = 1");
+    let mut a = login(&p, "app_user.tenant_a");
+    let mut b = login(&p, "app_user.tenant_b");
+    a.simple_query("CREATE TEMP TABLE secret (x text); INSERT INTO secret VALUES ('a-data')")
+        .expect("temp table");
+    a.simple_query("BEGIN; DECLARE held CURSOR WITH HOLD FOR SELECT name FROM tenants; COMMIT")
+        .expect("WITH HOLD cursor");
+    a.simple_query("PREPARE a_stmt AS SELECT name FROM tenants")
+        .expect("SQL PREPARE");
+    a.simple_query("LISTEN a_channel").expect("LISTEN");
+    // B gets the one server next.
+    let e = b
+        .simple_query("SELECT x FROM pg_temp.secret")
+        .expect_err("A's temporary table must be gone");
+    assert_eq!(e.code, "42P01", "{e:?}");
+    let e = b
+        .simple_query("FETCH ALL FROM held")
+        .expect_err("A's cursor must be gone");
+    assert_eq!(e.code, "34000", "{e:?}");
+    let e = b
+        .simple_query("EXECUTE a_stmt")
+        .expect_err("A's prepared statement must be gone");
+    assert_eq!(e.code, "26000", "{e:?}");
+    // A notification on A's channel never reaches B.
+    ctx.cluster.sql("NOTIFY a_channel, 'for tenant a only'");
+    let (t, names, _) = who(&mut b);
+    assert_eq!(
+        (t.as_str(), names.as_str()),
+        ("tenant_b", names_of("tenant_b"))
+    );
+    b.send_query("SELECT pg_sleep(0.2)");
+    let mut saw_notify = false;
+    loop {
+        let Some((tag, _)) = b.read_message() else {
+            break;
+        };
+        if tag == b'A' {
+            saw_notify = true;
+        }
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert!(
+        !saw_notify,
+        "B received a notification meant for A's listener"
+    );
     p.assert_alive();
 }
 

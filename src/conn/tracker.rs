@@ -66,6 +66,9 @@ struct Scan {
     /// Server side: one that drops prepared statements ran (`DISCARD`,
     /// `DEALLOCATE`).
     statements_dropped: bool,
+    /// Server side: one that may leave objects in the session ran
+    /// (`LISTEN`, SQL `PREPARE`, `DECLARE` cursor, `CREATE TABLE`).
+    session_objects: bool,
 }
 
 /// One message start seen by a scanner.
@@ -92,6 +95,7 @@ impl Scan {
             cap_want: 0,
             session_cmd: false,
             statements_dropped: false,
+            session_objects: false,
         }
     }
 
@@ -109,6 +113,14 @@ impl Scan {
             self.session_cmd = true;
         } else if word(b"SET") || word(b"RESET") {
             self.session_cmd = true;
+        } else if word(b"LISTEN")
+            || word(b"PREPARE")
+            || word(b"DECLARE")
+            || t.starts_with(b"CREATE TABLE")
+        {
+            // A temporary table, a WITH HOLD cursor, a listener or an SQL
+            // prepared statement outlives the transaction on the server.
+            self.session_objects = true;
         }
         self.cap_want = 0;
     }
@@ -288,6 +300,13 @@ impl ServerTracker {
     /// from what the proxy set.
     pub fn session_state_changed(&self) -> bool {
         self.s.session_cmd
+    }
+
+    /// The client ran a command that may leave objects in the session
+    /// (`LISTEN`, `PREPARE`, `DECLARE`, `CREATE TABLE`): the server must be
+    /// reset before another client gets it.
+    pub fn session_objects(&self) -> bool {
+        self.s.session_objects
     }
 
     /// The client ran `DISCARD` or `DEALLOCATE`: statements the proxy

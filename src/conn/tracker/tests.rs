@@ -403,6 +403,23 @@ fn command_tags_that_change_session_state_are_seen() {
     assert_eq!(changed("RESETTABLE"), (false, false));
     // A long tag: only its first 12 bytes are read.
     assert_eq!(changed("CREATE MATERIALIZED VIEW"), (false, false));
+    let objects = |tag: &str| {
+        let mut s = cc(tag);
+        s.extend(z(b'I'));
+        server_split(&s, ServerTracker::session_objects)
+    };
+    for tag in ["LISTEN", "PREPARE", "DECLARE CURSOR", "CREATE TABLE"] {
+        assert!(objects(tag), "{tag}");
+    }
+    for tag in [
+        "SELECT 1",
+        "CREATE INDEX",
+        "LISTENING",
+        "INSERT 0 1",
+        "COMMIT",
+    ] {
+        assert!(!objects(tag), "{tag}");
+    }
 }
 
 #[test]

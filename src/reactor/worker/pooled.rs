@@ -423,8 +423,20 @@ impl Worker {
             link.prepared.clear();
             link.client_stmts.clear();
         }
-        // Provably idle already: no query runs, the link is idle at once.
-        link.begin_release(tracker, &[], now);
+        // Provably idle already: no query runs, the link is idle at once;
+        // unless the transaction may have left session objects (a temporary
+        // table, a WITH HOLD cursor, a listener, an SQL prepared statement)
+        // that the next client could see: then the reset runs first.
+        if tracker.session_objects() {
+            stats::inc(&STATS.tx_resets);
+            link.begin_release(
+                tracker,
+                &[(QueryKind::Plain, rt.reset_query.as_bytes())],
+                now,
+            );
+        } else {
+            link.begin_release(tracker, &[], now);
+        }
         self.next_conn = self.next_conn.wrapping_add(1);
         let lc = LinkConn {
             id: (self.next_conn << 8) | (self.id as u64 & 0xff) | (1 << 63),
