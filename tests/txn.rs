@@ -549,10 +549,7 @@ fn txn_leak_session_objects(ctx: &Ctx) {
     );
     b.send_query("SELECT pg_sleep(0.2)");
     let mut saw_notify = false;
-    loop {
-        let Some((tag, _)) = b.read_message() else {
-            break;
-        };
+    while let Some((tag, _)) = b.read_message() {
         if tag == b'A' {
             saw_notify = true;
         }
