@@ -184,8 +184,27 @@ impl Session {
                 let len = usize::try_from(i32::from_be_bytes([a, b, c, d]))
                     .map_err(|_| ProtoError::BadLength { tag: t, len: -1 })?;
                 let total = len.saturating_add(1);
-                let next = match t {
-                    tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE => Fwd::Collect {
+                // Unnamed statements (and portals) need no rewriting: decide
+                // from the first name bytes, which every such message has.
+                let named = match t {
+                    tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE => {
+                        let mut head = [0u8; 7];
+                        if avail < 7 || !ring.peek_into(&mut head) {
+                            return Ok(false);
+                        }
+                        let [_, _, _, _, _, b5, b6] = head;
+                        match t {
+                            tag::PARSE => Some(b5 != 0),
+                            // An unnamed portal then the statement name.
+                            tag::BIND => Some(b5 != 0 || b6 != 0),
+                            // 'S' or 'P', then the name.
+                            _ => Some(b5 == b'S' && b6 != 0),
+                        }
+                    }
+                    _ => None,
+                };
+                let next = match named {
+                    Some(true) => Fwd::Collect {
                         tag: t,
                         total,
                         buf: Vec::new(),
@@ -194,6 +213,12 @@ impl Session {
                         let ev = match t {
                             tag::SYNC => Some(Ev::Sync),
                             tag::QUERY | tag::FUNCTION_CALL => Some(Ev::Simple),
+                            tag::PARSE => Some(Ev::Parse {
+                                drop: false,
+                                server: None,
+                                client: None,
+                            }),
+                            tag::CLOSE => Some(Ev::Close { drop: false }),
                             _ => None,
                         };
                         if let (Phase::PoolRelay(relay), Some(ev)) = (&mut self.phase, ev)
