@@ -171,71 +171,40 @@ impl Session {
         };
         let avail = self.rw_available();
         match &rw.fwd {
-            Fwd::Pass(_) => Ok(false),
-            Fwd::Boundary => {
-                let Some(ring) = self.c2s.as_ref() else {
-                    return Ok(false);
-                };
-                let mut h = [0u8; 5];
-                if avail < 5 || !ring.peek_into(&mut h) {
-                    return Ok(false);
-                }
-                let [t, a, b, c, d] = h;
-                let len = usize::try_from(i32::from_be_bytes([a, b, c, d]))
-                    .map_err(|_| ProtoError::BadLength { tag: t, len: -1 })?;
-                let total = len.saturating_add(1);
-                // Unnamed statements (and portals) need no rewriting: decide
-                // from the first name bytes, which every such message has.
-                let named = match t {
-                    tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE => {
-                        let mut head = [0u8; 7];
-                        if avail < 7 || !ring.peek_into(&mut head) {
-                            return Ok(false);
-                        }
-                        let [_, _, _, _, _, b5, b6] = head;
-                        match t {
-                            tag::PARSE => Some(b5 != 0),
-                            // An unnamed portal then the statement name.
-                            tag::BIND => Some(b5 != 0 || b6 != 0),
-                            // 'S' or 'P', then the name.
-                            _ => Some(b5 == b'S' && b6 != 0),
-                        }
-                    }
-                    _ => None,
-                };
-                let next = match named {
-                    Some(true) => Fwd::Collect {
-                        tag: t,
-                        total,
-                        buf: Vec::new(),
-                    },
-                    _ => {
-                        let ev = match t {
-                            tag::SYNC => Some(Ev::Sync),
-                            tag::QUERY | tag::FUNCTION_CALL => Some(Ev::Simple),
-                            tag::PARSE => Some(Ev::Parse {
-                                drop: false,
-                                server: None,
-                                client: None,
-                            }),
-                            tag::CLOSE => Some(Ev::Close { drop: false }),
-                            _ => None,
-                        };
-                        if let (Phase::PoolRelay(relay), Some(ev)) = (&mut self.phase, ev)
+            Fwd::Pass(n) => {
+                // Classify the messages after the span too, so consecutive
+                // raw messages (a pipelined Parse/Bind/Execute/Sync) leave
+                // in one write.
+                let n = *n;
+                match self.classify_at(n, avail)? {
+                    Some((Fwd::Pass(more), ev)) => {
+                        if let Phase::PoolRelay(relay) = &mut self.phase
                             && let Some(rw) = relay.rw.as_mut()
                         {
+                            if let Some(ev) = ev {
+                                rw.events.push_back(ev);
+                            }
+                            rw.fwd = Fwd::Pass(n.saturating_add(more));
+                        }
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            }
+            Fwd::Boundary => match self.classify_at(0, avail)? {
+                None => Ok(false),
+                Some((next, ev)) => {
+                    if let Phase::PoolRelay(relay) = &mut self.phase
+                        && let Some(rw) = relay.rw.as_mut()
+                    {
+                        if let Some(ev) = ev {
                             rw.events.push_back(ev);
                         }
-                        Fwd::Pass(total)
+                        rw.fwd = next;
                     }
-                };
-                if let Phase::PoolRelay(relay) = &mut self.phase
-                    && let Some(rw) = relay.rw.as_mut()
-                {
-                    rw.fwd = next;
+                    Ok(true)
                 }
-                Ok(true)
-            }
+            },
             Fwd::Collect { tag: t, total, buf } => {
                 let (t, total, have) = (*t, *total, buf.len());
                 let done = have >= total || (t == tag::BIND && bind_head_end(buf).is_some());
@@ -304,6 +273,76 @@ impl Session {
                 Ok(true)
             }
         }
+    }
+
+    /// Classifies the client message starting `off` bytes into the ring
+    /// (`avail` bytes usable): raw pass or collect, and its event. None: not
+    /// enough bytes yet.
+    fn classify_at(
+        &self,
+        off: usize,
+        avail: usize,
+    ) -> Result<Option<(Fwd, Option<Ev>)>, ProtoError> {
+        let Some(ring) = self.c2s.as_ref() else {
+            return Ok(None);
+        };
+        let mut h = [0u8; 7];
+        let have = avail.saturating_sub(off);
+        if have < 5 {
+            return Ok(None);
+        }
+        let (a, b) = ring.readable();
+        let take = have.min(7);
+        for (i, slot) in h.iter_mut().enumerate().take(take) {
+            let at = off.saturating_add(i);
+            *slot = match a.get(at) {
+                Some(x) => *x,
+                None => b.get(at.saturating_sub(a.len())).copied().unwrap_or(0),
+            };
+        }
+        let [t, l0, l1, l2, l3, b5, b6] = h;
+        let len = usize::try_from(i32::from_be_bytes([l0, l1, l2, l3]))
+            .map_err(|_| ProtoError::BadLength { tag: t, len: -1 })?;
+        let total = len.saturating_add(1);
+        // Unnamed statements (and portals) need no rewriting: decided from
+        // the first name bytes, which every such message has.
+        let named = match t {
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE => {
+                if take < 7 {
+                    return Ok(None);
+                }
+                match t {
+                    tag::PARSE => b5 != 0,
+                    // An unnamed portal, then the statement name.
+                    tag::BIND => b5 != 0 || b6 != 0,
+                    // 'S' or 'P', then the name.
+                    _ => b5 == b'S' && b6 != 0,
+                }
+            }
+            _ => false,
+        };
+        if named {
+            return Ok(Some((
+                Fwd::Collect {
+                    tag: t,
+                    total,
+                    buf: Vec::new(),
+                },
+                None,
+            )));
+        }
+        let ev = match t {
+            tag::SYNC => Some(Ev::Sync),
+            tag::QUERY | tag::FUNCTION_CALL => Some(Ev::Simple),
+            tag::PARSE => Some(Ev::Parse {
+                drop: false,
+                server: None,
+                client: None,
+            }),
+            tag::CLOSE => Some(Ev::Close { drop: false }),
+            _ => None,
+        };
+        Ok(Some((Fwd::Pass(total), ev)))
     }
 
     /// Writes the rewritten form of one collected client message (whole, or
