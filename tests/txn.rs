@@ -34,6 +34,7 @@ const CASES: &[Case] = &[
         txn_slow_reader_between_transactions,
     ),
     ("txn_leak_session_objects", txn_leak_session_objects),
+    ("txn_drivers_named_statements", txn_drivers_named_statements),
     ("txn_torture", txn_torture),
 ];
 
@@ -561,6 +562,135 @@ fn txn_leak_session_objects(ctx: &Ctx) {
         !saw_notify,
         "B received a notification meant for A's listener"
     );
+    p.assert_alive();
+}
+
+const WHO_SQL_PY: &str = "SELECT current_setting('app.current_tenant_id') || '|' || \
+    coalesce((SELECT string_agg(name, ',' ORDER BY name) FROM tenants WHERE id > %s), '')";
+const WHO_SQL_PG: &str = "SELECT current_setting('app.current_tenant_id') || '|' || \
+    coalesce((SELECT string_agg(name, ',' ORDER BY name) FROM tenants WHERE id > $1), '')";
+
+const PSYCOPG_SCRIPT: &str = r#"
+import sys, psycopg
+port, pw, sql = sys.argv[1], sys.argv[2], sys.argv[3]
+conns = {t: psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=app_user.{t} password={pw}", autocommit=True) for t in ("tenant_a", "tenant_b")}
+for i in range(30):
+    for t, c in conns.items():
+        with c.cursor() as cur:
+            cur.execute(sql, (0,), prepare=True)
+            print(t, cur.fetchone()[0])
+        if i % 5 == 0:
+            with c.transaction():
+                with c.cursor() as cur:
+                    cur.execute(sql, (0,), prepare=True)
+                    print(t, cur.fetchone()[0])
+                    cur.execute(sql, (0,), prepare=True)
+                    print(t, cur.fetchone()[0])
+"#;
+
+const ASYNCPG_SCRIPT: &str = r#"
+import asyncio, sys, asyncpg
+async def main():
+    port, pw, sql = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    cs = {}
+    for t in ("tenant_a", "tenant_b"):
+        cs[t] = await asyncpg.connect(host="127.0.0.1", port=port, user=f"app_user.{t}", password=pw, database="postgres")
+    for i in range(30):
+        for t, c in cs.items():
+            print(t, await c.fetchval(sql, 0))
+            if i % 7 == 0:
+                async with c.transaction():
+                    st = await c.prepare(sql)
+                    print(t, await st.fetchval(0))
+                    print(t, await st.fetchval(0))
+    for c in cs.values():
+        await c.close()
+asyncio.run(main())
+"#;
+
+const NODE_SCRIPT: &str = r#"
+const { Client } = require('pg');
+(async () => {
+  const [port, pw, sql] = process.argv.slice(1);
+  const cs = {};
+  for (const t of ['tenant_a', 'tenant_b']) {
+    cs[t] = new Client({ host: '127.0.0.1', port: Number(port), user: `app_user.${t}`, password: pw, database: 'postgres' });
+    await cs[t].connect();
+  }
+  for (let i = 0; i < 30; i++) {
+    for (const t of Object.keys(cs)) {
+      const r = await cs[t].query({ name: 'who', text: sql, values: [0], rowMode: 'array' });
+      console.log(t, r.rows[0][0]);
+    }
+  }
+  for (const c of Object.values(cs)) await c.end();
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+/// Checks a driver's output: every line `tenant value` must be that tenant's
+/// own context and rows; returns how many lines were checked.
+fn check_driver_lines(what: &str, out: &str) -> usize {
+    let mut n = 0;
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let (t, v) = line.split_once(' ').unwrap_or((line, ""));
+        assert_eq!(v, format!("{t}|{}", names_of(t)), "{what}: {line:?}");
+        n += 1;
+    }
+    n
+}
+
+/// psycopg (`prepare=True`), asyncpg (its statement cache and explicit
+/// `prepare`) and node-postgres (named queries) through transaction mode
+/// with one server shared by two tenants: every statement is prepared again
+/// whenever the other tenant had the server, and every answer is checked.
+fn txn_drivers_named_statements(ctx: &Ctx) {
+    let p = txn_proxy(ctx, "pool_size = 1");
+    let port = p.port.to_string();
+    let py = common::asyncpg_python();
+    let runs: Vec<(&str, std::process::Command, usize)> = vec![
+        (
+            "psycopg",
+            {
+                let mut c = std::process::Command::new(&py);
+                c.arg("-c")
+                    .arg(PSYCOPG_SCRIPT)
+                    .args([port.as_str(), POOL_PASSWORD, WHO_SQL_PY]);
+                c
+            },
+            2 * 30 + 2 * 2 * 6,
+        ),
+        (
+            "asyncpg",
+            {
+                let mut c = std::process::Command::new(&py);
+                c.arg("-c")
+                    .arg(ASYNCPG_SCRIPT)
+                    .args([port.as_str(), POOL_PASSWORD, WHO_SQL_PG]);
+                c
+            },
+            2 * 30 + 2 * 2 * 5,
+        ),
+        (
+            "node-postgres",
+            {
+                let dir = common::node_pg_dir();
+                let mut c = std::process::Command::new("node");
+                c.current_dir(dir).arg("-e").arg(NODE_SCRIPT).args([
+                    port.as_str(),
+                    POOL_PASSWORD,
+                    WHO_SQL_PG,
+                ]);
+                c
+            },
+            2 * 30,
+        ),
+    ];
+    for (what, cmd, want) in runs {
+        let out = common::run_command(cmd, what, &[], Duration::from_secs(120));
+        let text = out.expect_ok(&format!("{what} through transaction mode"));
+        let n = check_driver_lines(what, &text);
+        assert_eq!(n, want, "{what}: {n} answers, want {want}:\n{text}");
+    }
     p.assert_alive();
 }
 

@@ -34,7 +34,9 @@ pub use client::{
 pub use cluster::{Cluster, ClusterOpts, ServerTls, pg_bindir, pg_tool};
 pub use pki::{CertKey, TestPki};
 pub use proxy::{Proxy, kill_leftover_proxies, proxy_binary};
-pub use pyclient::{ensure_psycopg_venv, psycopg_python, psycopg_query, pyvenv_dir};
+pub use pyclient::{
+    asyncpg_python, ensure_psycopg_venv, node_pg_dir, psycopg_python, psycopg_query, pyvenv_dir,
+};
 pub use raw::{
     ErrorInfo, Outcome, RawConn, Rows, cancel_request_bytes, client_hello_bytes,
     gssenc_request_bytes, parse_error, password_bytes, query_bytes, ssl_request_bytes,

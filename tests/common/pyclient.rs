@@ -147,3 +147,60 @@ pub fn psycopg_query(conninfo: &str, password: Option<&str>, sql: &str) -> PsqlO
     }
     run_command(cmd, "python (psycopg)", &env, Duration::from_secs(60))
 }
+
+/// The venv's python with asyncpg installed too (`pip install asyncpg`
+/// once); panics (the case FAILS) with the reason when impossible.
+pub fn asyncpg_python() -> PathBuf {
+    let python = psycopg_python();
+    let has = run(
+        Command::new(&python).args(["-c", "import asyncpg"]),
+        "import asyncpg",
+        Duration::from_secs(60),
+    );
+    if has.is_err() {
+        eprintln!(
+            "asyncpg: {} -m pip install asyncpg (from PyPI)",
+            python.display()
+        );
+        if let Err(e) = run(
+            Command::new(&python).args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "asyncpg",
+            ]),
+            "pip install asyncpg (needs PyPI access)",
+            Duration::from_secs(300),
+        ) {
+            panic!("asyncpg is required by this test and could not be installed: {e}");
+        }
+    }
+    python
+}
+
+/// A directory with node-postgres (`npm install pg` once, in
+/// `target/nodeclient`); panics (the case FAILS) with the reason when
+/// node/npm or the registry is missing.
+pub fn node_pg_dir() -> PathBuf {
+    let dir = pyvenv_dir()
+        .parent()
+        .map(|p| p.join("nodeclient"))
+        .unwrap_or_else(|| PathBuf::from("target/nodeclient"));
+    if dir.join("node_modules/pg/package.json").is_file() {
+        return dir;
+    }
+    std::fs::create_dir_all(&dir).expect("create target/nodeclient");
+    eprintln!("node-postgres: npm install pg in {}", dir.display());
+    if let Err(e) = run(
+        Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "pg"])
+            .current_dir(&dir),
+        "npm install pg (needs node, npm and the npm registry: apt-get install -y nodejs npm)",
+        Duration::from_secs(300),
+    ) {
+        panic!("node-postgres is required by this test and could not be installed: {e}");
+    }
+    dir
+}
