@@ -486,6 +486,29 @@ fn txn_named_statements_follow_the_client(ctx: &Ctx) {
             hold.simple_query("COMMIT").expect("COMMIT");
         }
     }
+    // The proxy's own statement names are out of reach: another client's
+    // statement and the context step's cannot be bound, described or closed.
+    for name in ["pgvpd_ctx_3", "pgvpd_commit", "pgvpd_1_1"] {
+        let c = &mut cs[1];
+        let mut out = bind(name, &["'x'"]);
+        out.extend(execute());
+        out.extend(sync());
+        c.send(&out);
+        let (code, message) = read_until_ready(c).expect_err("reserved name");
+        assert_eq!(code, "26000", "{name}: {message}");
+        let mut out = close_stmt(name);
+        out.extend(sync());
+        c.send(&out);
+        read_until_ready(c).expect("close of a reserved name does nothing");
+    }
+    // The context step still works for everyone after those Closes.
+    for (i, c) in cs.iter_mut().enumerate() {
+        let (t, names, _) = who(c);
+        assert_eq!(
+            (t.as_str(), names.as_str()),
+            (tenants[i], names_of(tenants[i]))
+        );
+    }
     // Close, then use: the server says it does not exist.
     let c = &mut cs[0];
     let mut out = close_stmt("who");

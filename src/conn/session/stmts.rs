@@ -492,7 +492,9 @@ impl Session {
     /// The client closes `name`: forgotten; its server name if known.
     fn forget(&mut self, name: &[u8]) -> Option<Vec<u8>> {
         let tx = self.tx.as_mut()?;
-        let st = tx.stmts.map.remove(name)?;
+        let Some(st) = tx.stmts.map.remove(name) else {
+            return reserved(name);
+        };
         tx.stmts.order.retain(|n| n != name);
         let s = st.server;
         self.link_mut(|l| l.client_stmts.retain(|x| *x != s));
@@ -512,7 +514,7 @@ impl Session {
             .and_then(|tx| tx.stmts.map.get(name))
             .map(|s| (s.server.clone(), s.rest.clone()))
         else {
-            return Ok(None);
+            return Ok(reserved(name));
         };
         let present = self
             .link_mut(|l| {
@@ -700,6 +702,20 @@ impl Session {
         }
     }
 }
+
+/// Names the proxy uses on servers (`pgvpd_…`: the context step's, other
+/// clients') are never reachable by a client's own name: one the client did
+/// not prepare itself goes to the server as a name nothing ever prepares,
+/// so Bind/Describe fail (26000) and Close does nothing.
+fn reserved(name: &[u8]) -> Option<Vec<u8>> {
+    name.starts_with(RESERVED_PREFIX)
+        .then(|| NEVER_PREPARED.to_vec())
+}
+
+/// Prefix of every statement name the proxy prepares on a server.
+const RESERVED_PREFIX: &[u8] = b"pgvpd_";
+/// A name under that prefix the proxy never prepares.
+const NEVER_PREPARED: &[u8] = b"pgvpd_not_prepared_by_this_client";
 
 /// End (index in the body) of a collected Bind's statement name, if there.
 fn bind_head_end(msg: &[u8]) -> Option<usize> {
