@@ -366,16 +366,29 @@ impl Worker {
             &[(QueryKind::Plain, rt.reset_query.as_bytes())],
             now,
         );
+        self.insert_returned(key, link, transport, up.ready.hup);
+    }
+
+    /// A link taken back from a client goes to the `links` slab (its id for
+    /// the pool; None when the slab is full and the link is dropped).
+    fn insert_returned(
+        &mut self,
+        key: PoolKey,
+        link: Box<ServerLink>,
+        transport: Transport,
+        hup: bool,
+    ) -> Option<Id> {
         self.next_conn = self.next_conn.wrapping_add(1);
         let lc = LinkConn {
             id: (self.next_conn << 8) | (self.id as u64 & 0xff) | (1 << 63),
             key,
             link,
             transport,
+            // Edge-triggered: readiness seen by the client's token may not fire again.
             ready: Ready {
                 read: true,
                 write: true,
-                hup: up.ready.hup,
+                hup,
             },
             connecting: false,
             tls_pending: false,
@@ -386,7 +399,7 @@ impl Worker {
             ready_once: true,
             returned: true,
         };
-        self.insert_link(lc);
+        self.insert_link(lc)
     }
 
     /// Transaction mode: client `cid`'s transaction ended with its server
@@ -437,27 +450,7 @@ impl Worker {
         } else {
             link.begin_release(tracker, &[], now);
         }
-        self.next_conn = self.next_conn.wrapping_add(1);
-        let lc = LinkConn {
-            id: (self.next_conn << 8) | (self.id as u64 & 0xff) | (1 << 63),
-            key,
-            link,
-            transport,
-            ready: Ready {
-                read: true,
-                write: true,
-                hup: up.ready.hup,
-            },
-            connecting: false,
-            tls_pending: false,
-            addr_idx: 0,
-            dirty: false,
-            deadline: None,
-            lend_to: None,
-            ready_once: true,
-            returned: true,
-        };
-        let lid = self.insert_link(lc);
+        let lid = self.insert_returned(key, link, transport, up.ready.hup);
         if let Some(conn) = self.slab.get_mut(cid.0, cid.1) {
             conn.last_link = lid;
             // Bytes the client sent meanwhile start its next checkout.
