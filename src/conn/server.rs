@@ -171,7 +171,7 @@ pub struct ServerLink {
     pub prepared: Vec<Vec<u8>>,
     /// Transaction mode: client statements prepared on this server (server
     /// names), least recently used first.
-    pub client_stmts: VecDeque<Vec<u8>>,
+    pub client_stmts: VecDeque<std::sync::Arc<[u8]>>,
     /// False once a reset may have left statements we do not know of: the
     /// proxy then prepares nothing more on it (unnamed steps only).
     pub named_ok: bool,

@@ -415,6 +415,32 @@ pub fn bind_text(
     })
 }
 
+/// Describe of a prepared statement (`D`, `'S'`).
+pub fn describe_statement(out: &mut Vec<u8>, name: &[u8]) -> Result<(), ProtoError> {
+    message(out, Some(tag::DESCRIBE), |o| {
+        o.push(b'S');
+        put_cstr(o, name, "statement name")
+    })
+}
+
+/// Close of a prepared statement (`C`, `'S'`).
+pub fn close_statement(out: &mut Vec<u8>, name: &[u8]) -> Result<(), ProtoError> {
+    message(out, Some(tag::CLOSE), |o| {
+        o.push(b'S');
+        put_cstr(o, name, "statement name")
+    })
+}
+
+/// Parse under `name` whose remaining body (query text, NUL, parameter
+/// types) is taken as the client sent it.
+pub fn parse_renamed(out: &mut Vec<u8>, name: &[u8], rest: &[u8]) -> Result<(), ProtoError> {
+    message(out, Some(tag::PARSE), |o| {
+        put_cstr(o, name, "statement name")?;
+        o.extend_from_slice(rest);
+        Ok(())
+    })
+}
+
 /// Describe of a portal (`D`, `'P'`).
 pub fn describe_portal(out: &mut Vec<u8>, portal: &[u8]) -> Result<(), ProtoError> {
     message(out, Some(tag::DESCRIBE), |o| {

@@ -426,16 +426,26 @@ impl Session {
         };
         let (a, b) = ring.readable();
         let mut res = Ok(());
-        let tracking = relay.rw.is_some();
-        let mut starts: Vec<(u8, isize)> = Vec::new();
-        let mut offset: isize = 0;
+        // Rewriting: the starts of the answers it matches, at absolute
+        // offsets (a buffer kept in the rewriting state, not one per read).
+        let base = relay.rw.as_ref().map_or(0, |rw| rw.scanned());
+        let mut starts = relay.rw.as_mut().map(|rw| rw.take_starts());
+        let mut offset: u64 = 0;
         for part in tail(a, b, n) {
             res = relay.tracker.server_bytes_each(part, |t, at| {
-                if tracking && matches!(t, b'1' | b'3' | b'Z' | b'E') {
-                    starts.push((t, offset.saturating_add(at)));
+                if let Some(v) = starts.as_mut()
+                    && matches!(t, b'1' | b'3' | b'Z' | b'E')
+                {
+                    let from = base.saturating_add(offset);
+                    let abs = if at >= 0 {
+                        from.saturating_add(at.unsigned_abs() as u64)
+                    } else {
+                        from.saturating_sub(at.unsigned_abs() as u64)
+                    };
+                    v.push((t, abs));
                 }
             });
-            offset = offset.saturating_add(isize::try_from(part.len()).unwrap_or(isize::MAX));
+            offset = offset.saturating_add(part.len() as u64);
             if res.is_err() {
                 break;
             }
@@ -444,18 +454,17 @@ impl Session {
             self.violation(Side::Server, e, now);
             return;
         }
-        if tracking {
-            let base = self.rw_scanned_base().unwrap_or(0);
-            for (t, at) in starts {
-                let abs = if at >= 0 {
-                    base.saturating_add(at.unsigned_abs() as u64)
-                } else {
-                    base.saturating_sub(at.unsigned_abs() as u64)
-                };
+        if let Some(mut v) = starts {
+            for (t, abs) in v.drain(..) {
                 if let Err(e) = self.rw_server_msg(t, abs) {
                     self.violation(Side::Server, e, now);
                     return;
                 }
+            }
+            if let Phase::PoolRelay(relay) = &mut self.phase
+                && let Some(rw) = relay.rw.as_mut()
+            {
+                rw.put_starts(v);
             }
             self.rw_scanned(n);
             self.rw_apply_drops();

@@ -20,10 +20,12 @@
 //! for the client's own Parse, in its registry).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use super::{Phase, Session};
 use crate::conn::server::ServerLink;
-use crate::protocol::{ProtoError, tag};
+use crate::protocol::frame::parse_header;
+use crate::protocol::{FramePhase, ProtoError, encode, tag};
 
 /// Longest named Parse kept (its text is stored to prepare it again).
 const PARSE_MAX: usize = 1 << 20;
@@ -31,11 +33,16 @@ const PARSE_MAX: usize = 1 << 20;
 const HEAD_MAX: usize = 1024;
 
 /// One client statement.
+/// Shared bytes: a statement's server name and text are referred to from
+/// the client's registry, the servers' lists and the answer queue without
+/// copying them per message.
+pub type Shared = Arc<[u8]>;
+
 #[derive(Debug)]
 struct Stmt {
-    server: Vec<u8>,
+    server: Shared,
     /// The Parse body after the name (query text, parameter types).
-    rest: Vec<u8>,
+    rest: Shared,
 }
 
 /// A client's named statements (bounded; the oldest is forgotten first).
@@ -53,7 +60,7 @@ enum Ev {
     Parse {
         drop: bool,
         /// The server name, when the proxy tracks it.
-        server: Option<Vec<u8>>,
+        server: Option<Shared>,
         /// The client name, for the client's own Parse.
         client: Option<Vec<u8>>,
     },
@@ -85,6 +92,10 @@ pub struct Rewrite {
     s2c_in: u64,
     /// Server bytes consumed toward the client since then.
     s2c_out: u64,
+    /// Buffer of the last collected message, reused for the next.
+    scratch: Vec<u8>,
+    /// Answer starts found in one read (tag, absolute offset), reused.
+    starts: Vec<(u8, u64)>,
 }
 
 impl Rewrite {
@@ -95,7 +106,32 @@ impl Rewrite {
             drops: VecDeque::new(),
             s2c_in: 0,
             s2c_out: 0,
+            scratch: Vec::new(),
+            starts: Vec::new(),
         }
+    }
+
+    /// Server bytes scanned so far in this relay.
+    pub fn scanned(&self) -> u64 {
+        self.s2c_in
+    }
+
+    pub fn take_starts(&mut self) -> Vec<(u8, u64)> {
+        std::mem::take(&mut self.starts)
+    }
+
+    pub fn put_starts(&mut self, mut v: Vec<(u8, u64)>) {
+        v.clear();
+        self.starts = v;
+    }
+
+    /// Ready for a new relay (buffers keep their capacity).
+    pub fn reset(&mut self) {
+        self.fwd = Fwd::Boundary;
+        self.events.clear();
+        self.drops.clear();
+        self.s2c_in = 0;
+        self.s2c_out = 0;
     }
 
     /// Nothing in flight: no message half-collected, nothing to cut.
@@ -103,7 +139,7 @@ impl Rewrite {
         matches!(self.fwd, Fwd::Boundary) && self.drops.is_empty() && self.events.is_empty()
     }
 
-    /// Raw client bytes that may go now (None: no limit from rewriting).
+    /// Raw client bytes that may go now (0 unless inside a raw span).
     pub fn raw_allowance(&self) -> usize {
         match self.fwd {
             Fwd::Pass(n) => n,
@@ -193,12 +229,16 @@ impl Session {
             }
             Fwd::Boundary => match self.classify_at(0, avail)? {
                 None => Ok(false),
-                Some((next, ev)) => {
+                Some((mut next, ev)) => {
                     if let Phase::PoolRelay(relay) = &mut self.phase
                         && let Some(rw) = relay.rw.as_mut()
                     {
                         if let Some(ev) = ev {
                             rw.events.push_back(ev);
+                        }
+                        if let Fwd::Collect { buf, .. } = &mut next {
+                            // The last collected message's buffer, reused.
+                            *buf = std::mem::take(&mut rw.scratch);
                         }
                         rw.fwd = next;
                     }
@@ -234,18 +274,22 @@ impl Session {
                     if n == 0 {
                         return Ok(false);
                     }
-                    let mut chunk = vec![0u8; n];
-                    match self.c2s.as_mut() {
-                        Some(r) if r.peek_into(&mut chunk) => r.consume(n),
-                        _ => return Ok(false),
-                    }
+                    // Straight from the ring into the message being collected.
+                    let (Some(ring), Phase::PoolRelay(relay)) =
+                        (self.c2s.as_mut(), &mut self.phase)
+                    else {
+                        return Ok(false);
+                    };
+                    let Some(Fwd::Collect { buf, .. }) = relay.rw.as_mut().map(|rw| &mut rw.fwd)
+                    else {
+                        return Ok(false);
+                    };
+                    let (a, b) = ring.readable();
+                    let from_a = n.min(a.len());
+                    buf.extend_from_slice(a.get(..from_a).unwrap_or(&[]));
+                    buf.extend_from_slice(b.get(..n.saturating_sub(from_a)).unwrap_or(&[]));
+                    ring.consume(n);
                     self.pooled_forwarded(n);
-                    if let Phase::PoolRelay(relay) = &mut self.phase
-                        && let Some(rw) = relay.rw.as_mut()
-                        && let Fwd::Collect { buf, .. } = &mut rw.fwd
-                    {
-                        buf.extend_from_slice(&chunk);
-                    }
                     return Ok(true);
                 }
                 // Whole (or Bind's head): rewrite.
@@ -263,12 +307,20 @@ impl Session {
                     _ => return Ok(false),
                 };
                 let rest = total.saturating_sub(msg.len());
-                self.rewrite(t, &msg)?;
-                if rest > 0
-                    && let Phase::PoolRelay(relay) = &mut self.phase
+                self.rewrite(t, total, &msg)?;
+                if let Phase::PoolRelay(relay) = &mut self.phase
                     && let Some(rw) = relay.rw.as_mut()
                 {
-                    rw.fwd = Fwd::Pass(rest);
+                    if rest > 0 {
+                        rw.fwd = Fwd::Pass(rest);
+                    }
+                    // Kept for the next message to collect, unless a large
+                    // Parse made it big.
+                    if msg.capacity() <= HEAD_MAX {
+                        let mut msg = msg;
+                        msg.clear();
+                        rw.scratch = msg;
+                    }
                 }
                 Ok(true)
             }
@@ -300,10 +352,18 @@ impl Session {
                 None => b.get(at.saturating_sub(a.len())).copied().unwrap_or(0),
             };
         }
-        let [t, l0, l1, l2, l3, b5, b6] = h;
-        let len = usize::try_from(i32::from_be_bytes([l0, l1, l2, l3]))
-            .map_err(|_| ProtoError::BadLength { tag: t, len: -1 })?;
-        let total = len.saturating_add(1);
+        // Framed by the codec, with its per-tag caps.
+        let Some(hdr) = parse_header(
+            h.get(..5).unwrap_or(&[]),
+            FramePhase::Client,
+            &self.cfg.limits,
+        )?
+        else {
+            return Ok(None);
+        };
+        let [_, _, _, _, _, b5, b6] = h;
+        let t = hdr.tag;
+        let total = hdr.wire_len;
         // Unnamed statements (and portals) need no rewriting: decided from
         // the first name bytes, which every such message has.
         let named = match t {
@@ -346,14 +406,14 @@ impl Session {
     }
 
     /// Writes the rewritten form of one collected client message (whole, or
-    /// a Bind's head) to `to_server`.
-    fn rewrite(&mut self, t: u8, msg: &[u8]) -> Result<(), ProtoError> {
+    /// a Bind's head; `total`: the whole message's wire length) to `to_server`.
+    fn rewrite(&mut self, t: u8, total: usize, msg: &[u8]) -> Result<(), ProtoError> {
         let body = msg.get(5..).unwrap_or(&[]);
         match t {
             tag::PARSE => {
                 let end = cstr_end(body, 0).ok_or(ProtoError::MissingNul("statement name"))?;
                 let name = body.get(..end).unwrap_or(&[]).to_vec();
-                let rest = body.get(end.saturating_add(1)..).unwrap_or(&[]).to_vec();
+                let rest = body.get(end.saturating_add(1)..).unwrap_or(&[]);
                 if name.is_empty() {
                     self.to_server.extend_from_slice(msg);
                     self.rw_event(Ev::Parse {
@@ -363,12 +423,12 @@ impl Session {
                     });
                     return Ok(());
                 }
-                let server = self.define(&name, rest.clone());
+                let server = self.define(&name, Shared::from(rest));
                 self.make_room(&server)?;
-                self.emit_parse(&server, &rest)?;
+                encode::parse_renamed(&mut self.to_server, &server, rest)?;
                 self.rw_event(Ev::Parse {
                     drop: false,
-                    server: Some(server.clone()),
+                    server: Some(Arc::clone(&server)),
                     client: Some(name),
                 });
                 self.link_mut(|l| l.client_stmts.push_back(server));
@@ -380,7 +440,6 @@ impl Session {
                     .ok_or(ProtoError::MissingNul("statement name"))?;
                 let portal = body.get(..p_end).unwrap_or(&[]);
                 let name = body.get(p_end.saturating_add(1)..s_end).unwrap_or(&[]);
-                let total = msg_total(msg)?;
                 let Some(server) = self.ensure(name)? else {
                     self.to_server.extend_from_slice(msg);
                     return Ok(());
@@ -418,16 +477,11 @@ impl Session {
                 };
                 match server {
                     Some(s) => {
-                        let m = if t == tag::CLOSE {
-                            let mut m = Vec::new();
-                            encode_close_statement(&mut m, &s)?;
-                            m
+                        if t == tag::CLOSE {
+                            encode::close_statement(&mut self.to_server, &s)?;
                         } else {
-                            let mut m = Vec::new();
-                            encode_describe_statement(&mut m, &s)?;
-                            m
-                        };
-                        self.to_server.extend_from_slice(&m);
+                            encode::describe_statement(&mut self.to_server, &s)?;
+                        }
                     }
                     None => self.to_server.extend_from_slice(msg),
                 }
@@ -459,15 +513,15 @@ impl Session {
     }
 
     /// The client (re)defines `name`: a new server name, kept in its registry.
-    fn define(&mut self, name: &[u8], rest: Vec<u8>) -> Vec<u8> {
+    fn define(&mut self, name: &[u8], rest: Shared) -> Shared {
         let cap = self.max_prepared().max(1);
         let id = self.client_id;
         let Some(tx) = self.tx.as_mut() else {
-            return Vec::new();
+            return Shared::from(NEVER_PREPARED);
         };
         let st = &mut tx.stmts;
         st.seq = st.seq.wrapping_add(1);
-        let server = format!("pgvpd_{id:x}_{}", st.seq).into_bytes();
+        let server = Shared::from(format!("pgvpd_{id:x}_{}", st.seq).as_bytes());
         if st.map.contains_key(name) {
             st.order.retain(|n| n != name);
         } else {
@@ -490,7 +544,7 @@ impl Session {
     }
 
     /// The client closes `name`: forgotten; its server name if known.
-    fn forget(&mut self, name: &[u8]) -> Option<Vec<u8>> {
+    fn forget(&mut self, name: &[u8]) -> Option<Shared> {
         let tx = self.tx.as_mut()?;
         let Some(st) = tx.stmts.map.remove(name) else {
             return reserved(name);
@@ -504,7 +558,7 @@ impl Session {
     /// The server name for client statement `name`, prepared on the lent
     /// server first (injected Parse) if it lacks it. None: not a statement
     /// of this client (the server will say so).
-    fn ensure(&mut self, name: &[u8]) -> Result<Option<Vec<u8>>, ProtoError> {
+    fn ensure(&mut self, name: &[u8]) -> Result<Option<Shared>, ProtoError> {
         if name.is_empty() {
             return Ok(None);
         }
@@ -512,7 +566,7 @@ impl Session {
             .tx
             .as_ref()
             .and_then(|tx| tx.stmts.map.get(name))
-            .map(|s| (s.server.clone(), s.rest.clone()))
+            .map(|s| (Arc::clone(&s.server), Arc::clone(&s.rest)))
         else {
             return Ok(reserved(name));
         };
@@ -530,13 +584,13 @@ impl Session {
             .unwrap_or(false);
         if !present {
             self.make_room(&server)?;
-            self.emit_parse(&server, &rest)?;
+            encode::parse_renamed(&mut self.to_server, &server, &rest)?;
             self.rw_event(Ev::Parse {
                 drop: true,
-                server: Some(server.clone()),
+                server: Some(Arc::clone(&server)),
                 client: None,
             });
-            self.link_mut(|l| l.client_stmts.push_back(server.clone()));
+            self.link_mut(|l| l.client_stmts.push_back(Arc::clone(&server)));
             crate::stats::inc(&crate::stats::STATS.tx_reprepares);
         }
         Ok(Some(server))
@@ -552,32 +606,16 @@ impl Session {
                     if l.client_stmts.len() < cap {
                         return None;
                     }
-                    let i = l.client_stmts.iter().position(|x| x != keep)?;
+                    let i = l.client_stmts.iter().position(|x| **x != *keep)?;
                     l.client_stmts.remove(i)
                 })
                 .flatten();
             let Some(v) = victim else {
                 return Ok(());
             };
-            let mut m = Vec::new();
-            encode_close_statement(&mut m, &v)?;
-            self.to_server.extend_from_slice(&m);
+            encode::close_statement(&mut self.to_server, &v)?;
             self.rw_event(Ev::Close { drop: true });
         }
-    }
-
-    fn emit_parse(&mut self, server: &[u8], rest: &[u8]) -> Result<(), ProtoError> {
-        let len = 4usize
-            .saturating_add(server.len())
-            .saturating_add(1)
-            .saturating_add(rest.len());
-        let len = i32::try_from(len).map_err(|_| ProtoError::Encode("Parse length"))?;
-        self.to_server.push(tag::PARSE);
-        self.to_server.extend_from_slice(&len.to_be_bytes());
-        self.to_server.extend_from_slice(server);
-        self.to_server.push(0);
-        self.to_server.extend_from_slice(rest);
-        Ok(())
     }
 
     /// One server message started at absolute offset `at` (after the
@@ -686,14 +724,6 @@ impl Session {
         did
     }
 
-    /// Counts `n` server bytes scanned (for absolute offsets).
-    pub(super) fn rw_scanned_base(&self) -> Option<u64> {
-        match &self.phase {
-            Phase::PoolRelay(relay) => relay.rw.as_ref().map(|rw| rw.s2c_in),
-            _ => None,
-        }
-    }
-
     pub(super) fn rw_scanned(&mut self, n: usize) {
         if let Phase::PoolRelay(relay) = &mut self.phase
             && let Some(rw) = relay.rw.as_mut()
@@ -707,9 +737,9 @@ impl Session {
 /// clients') are never reachable by a client's own name: one the client did
 /// not prepare itself goes to the server as a name nothing ever prepares,
 /// so Bind/Describe fail (26000) and Close does nothing.
-fn reserved(name: &[u8]) -> Option<Vec<u8>> {
+fn reserved(name: &[u8]) -> Option<Shared> {
     name.starts_with(RESERVED_PREFIX)
-        .then(|| NEVER_PREPARED.to_vec())
+        .then(|| Shared::from(NEVER_PREPARED))
 }
 
 /// Prefix of every statement name the proxy prepares on a server.
@@ -722,41 +752,4 @@ fn bind_head_end(msg: &[u8]) -> Option<usize> {
     let body = msg.get(5..)?;
     let p = cstr_end(body, 0)?;
     cstr_end(body, p.saturating_add(1))
-}
-
-/// Total wire length (tag included) from a message's header.
-fn msg_total(msg: &[u8]) -> Result<usize, ProtoError> {
-    let l: [u8; 4] = msg
-        .get(1..5)
-        .and_then(|l| l.try_into().ok())
-        .ok_or(ProtoError::Short("header"))?;
-    let len = i32::from_be_bytes(l);
-    usize::try_from(len)
-        .map(|l| l.saturating_add(1))
-        .map_err(|_| ProtoError::BadLength {
-            tag: msg.first().copied().unwrap_or(0),
-            len,
-        })
-}
-
-fn encode_close_statement(out: &mut Vec<u8>, name: &[u8]) -> Result<(), ProtoError> {
-    let len =
-        i32::try_from(name.len().saturating_add(6)).map_err(|_| ProtoError::Encode("Close"))?;
-    out.push(tag::CLOSE);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.push(b'S');
-    out.extend_from_slice(name);
-    out.push(0);
-    Ok(())
-}
-
-fn encode_describe_statement(out: &mut Vec<u8>, name: &[u8]) -> Result<(), ProtoError> {
-    let len =
-        i32::try_from(name.len().saturating_add(6)).map_err(|_| ProtoError::Encode("Describe"))?;
-    out.push(tag::DESCRIBE);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.push(b'S');
-    out.extend_from_slice(name);
-    out.push(0);
-    Ok(())
 }

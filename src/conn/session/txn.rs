@@ -47,6 +47,8 @@ pub struct TxCtx {
     pub(super) role: String,
     /// Its named prepared statements.
     pub(super) stmts: super::stmts::Stmts,
+    /// The rewriting state of its last relay, reused by the next.
+    spare_rw: Option<Box<super::stmts::Rewrite>>,
     /// The step (settings, context, role) for a server that lacks it.
     step: TxStep,
     /// The step with unnamed statements, for servers where the proxy
@@ -128,6 +130,7 @@ impl Session {
         )?;
         self.tx = Some(Box::new(TxCtx {
             stmts: super::stmts::Stmts::default(),
+            spare_rw: None,
             role: role.to_string(),
             step,
             unnamed,
@@ -139,13 +142,20 @@ impl Session {
     /// The tracker (and rewriting) of a transaction-mode relay: named
     /// statements are rewritten, or refused when `max_prepared_statements`
     /// is 0.
-    pub(super) fn tx_tracker(&self) -> (ServerTracker, Option<Box<super::stmts::Rewrite>>) {
+    pub(super) fn tx_tracker(&mut self) -> (ServerTracker, Option<Box<super::stmts::Rewrite>>) {
         let max = self.cfg.pool.as_ref().map_or(0, |p| p.max_prepared);
         if max == 0 {
-            (ServerTracker::refusing_named_statements(), None)
-        } else {
-            (ServerTracker::new(), Some(Box::default()))
+            return (ServerTracker::refusing_named_statements(), None);
         }
+        // The client's last one, reset, keeps its buffers' capacity.
+        let rw = match self.tx.as_mut().and_then(|tx| tx.spare_rw.take()) {
+            Some(mut rw) => {
+                rw.reset();
+                rw
+            }
+            None => Box::default(),
+        };
+        (ServerTracker::new(), Some(rw))
     }
 
     /// Transaction mode: a server is lent for the client's next transaction.
@@ -217,6 +227,9 @@ impl Session {
         match old {
             Phase::PoolRelay(relay) => {
                 let r = *relay;
+                if let (Some(tx), Some(rw)) = (self.tx.as_mut(), r.rw) {
+                    tx.spare_rw = Some(rw);
+                }
                 Some((r.link, r.tracker))
             }
             other => {
