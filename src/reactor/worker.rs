@@ -75,6 +75,9 @@ struct Conn {
     /// Transaction mode: the server this client returned last (asked for
     /// first at its next checkout: its context step can then be skipped).
     last_link: Option<(usize, u64)>,
+    /// Transaction mode: this client has an entry in `Worker::parked` (one
+    /// at most, so the queue cannot grow with each transaction).
+    parked_queued: bool,
 }
 
 pub(super) struct Worker {
@@ -403,6 +406,7 @@ impl Worker {
             pool_key: None,
             cancel_pid: None,
             last_link: None,
+            parked_queued: false,
         };
         let Some((slot, generation)) = self.slab.insert(conn) else {
             self.shared.active_clients.fetch_sub(1, Ordering::Relaxed);

@@ -120,10 +120,24 @@ impl Worker {
         };
         if self.pools.has_waiters(&key) {
             self.give_back(cid, now);
-        } else {
-            stats::inc(&STATS.tx_parks);
-            self.parked.entry(key).or_default().push_back(cid);
+            return;
         }
+        stats::inc(&STATS.tx_parks);
+        let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
+            return;
+        };
+        if conn.parked_queued {
+            return; // its entry from an earlier park is still queued
+        }
+        conn.parked_queued = true;
+        let slab = &self.slab;
+        let queue = self.parked.entry(key).or_default();
+        // Entries of clients that have gone are dropped when they outnumber
+        // the live clients, so the queue stays bounded by the slab.
+        if queue.len() > slab.len().saturating_add(64) {
+            queue.retain(|c| slab.get(c.0, c.1).is_some_and(|c| c.parked_queued));
+        }
+        queue.push_back(cid);
     }
 
     /// A waiter needs a server and the key is full: take one parked with
@@ -131,10 +145,13 @@ impl Worker {
     fn steal_parked(&mut self, key: &PoolKey, now: Instant) -> bool {
         // Bounded: each round removes one entry.
         while let Some(cid) = self.parked.get_mut(key).and_then(|q| q.pop_front()) {
-            let parked = self
-                .slab
-                .get(cid.0, cid.1)
-                .is_some_and(|c| c.session.tx_parked());
+            let parked = match self.slab.get_mut(cid.0, cid.1) {
+                Some(c) => {
+                    c.parked_queued = false;
+                    c.session.tx_parked()
+                }
+                None => false,
+            };
             if parked {
                 self.give_back(cid, now);
                 return true;
