@@ -364,32 +364,7 @@ fn run_pool(
              upstream_password = unused-trust\npool_checkout_timeout = 60\n"
         ),
     );
-    let targets = [
-        Target {
-            name: "direct",
-            port: cluster.port,
-            user: ROLE.to_string(),
-            pid: None,
-            tls: None,
-            password: None,
-        },
-        Target {
-            name: "pgbouncer",
-            port: bouncer.port,
-            user: ROLE.to_string(),
-            pid: Some(bouncer.pid()),
-            tls: None,
-            password: Some(POOL_PASSWORD),
-        },
-        Target {
-            name: "pgvpd pool",
-            port: proxy.port,
-            user: tenant_user.to_string(),
-            pid: Some(proxy.pid()),
-            tls: None,
-            password: Some(POOL_PASSWORD),
-        },
-    ];
+    let targets = pooled_targets(cluster, &bouncer, &proxy, tenant_user, "pgvpd pool");
     let mut failures = 0;
     let sql = "SELECT current_setting('app.current_tenant_id'), count(*) FROM bench_accounts";
     let out = psql(proxy.port, tenant_user, Some(POOL_PASSWORD), DB, sql);
@@ -426,6 +401,43 @@ fn run_pool(
     drop(proxy);
     drop(bouncer);
     (rows, failures)
+}
+
+/// Direct, PgBouncer and pgvpd (`name`) for the pooling rows: both poolers
+/// with SCRAM clients and the pool password; direct uses trust.
+fn pooled_targets(
+    cluster: &Cluster,
+    bouncer: &PgBouncer,
+    proxy: &Proxy,
+    tenant_user: &str,
+    name: &'static str,
+) -> [Target; 3] {
+    [
+        Target {
+            name: "direct",
+            port: cluster.port,
+            user: ROLE.to_string(),
+            pid: None,
+            tls: None,
+            password: None,
+        },
+        Target {
+            name: "pgbouncer",
+            port: bouncer.port,
+            user: ROLE.to_string(),
+            pid: Some(bouncer.pid()),
+            tls: None,
+            password: Some(POOL_PASSWORD),
+        },
+        Target {
+            name,
+            port: proxy.port,
+            user: tenant_user.to_string(),
+            pid: Some(proxy.pid()),
+            tls: None,
+            password: Some(POOL_PASSWORD),
+        },
+    ]
 }
 
 /// A result PgBouncer cannot produce (shown as n/a).
@@ -474,32 +486,7 @@ fn run_txn(
                 out.stderr.trim()
             );
         }
-        let targets = [
-            Target {
-                name: "direct",
-                port: cluster.port,
-                user: ROLE.to_string(),
-                pid: None,
-                tls: None,
-                password: None,
-            },
-            Target {
-                name: "pgbouncer",
-                port: bouncer.port,
-                user: ROLE.to_string(),
-                pid: Some(bouncer.pid()),
-                tls: None,
-                password: Some(POOL_PASSWORD),
-            },
-            Target {
-                name: "pgvpd txn",
-                port: proxy.port,
-                user: tenant_user.to_string(),
-                pid: Some(proxy.pid()),
-                tls: None,
-                password: Some(POOL_PASSWORD),
-            },
-        ];
+        let targets = pooled_targets(cluster, &bouncer, &proxy, tenant_user, "pgvpd txn");
         for mode in ["simple", "extended", "prepared"] {
             let spec = Spec {
                 workload,

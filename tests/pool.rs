@@ -11,6 +11,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::fixtures::{APP_PASSWORD, DB};
+use common::pooled::{
+    POOL_PASSWORD, assert_app_backends_at_most, names_of, pooled_login, pooled_proxy, who,
+};
 use common::runner::{self, Case};
 use common::{Ctx, ErrorInfo, Proxy, RawConn, XorShift, cancel_request_bytes, query_bytes};
 
@@ -50,42 +53,13 @@ fn main() {
     runner::run(CASES);
 }
 
-/// The password pooled clients authenticate with (not the upstream one).
-const POOL_PASSWORD: &str = "pool-secret";
-
-/// A session-mode proxy logging in upstream as app_user (SCRAM).
+/// A `pool_mode = session` proxy logging in upstream as app_user (SCRAM).
 fn pool_proxy(ctx: &Ctx, extra: &str) -> Proxy {
-    ctx.proxy(&format!(
-        "pool_mode = session\npool_password = {POOL_PASSWORD}\n\
-         upstream_password = {APP_PASSWORD}\n{extra}"
-    ))
+    pooled_proxy(ctx, "session", extra)
 }
 
 fn login(p: &Proxy, user: &str) -> RawConn {
-    RawConn::login(p.port, user, DB, Some(POOL_PASSWORD))
-        .unwrap_or_else(|e| panic!("pooled login as {user}: {e:?}"))
-}
-
-/// Tenant, names visible and the backend pid, in one row.
-const WHO: &str = "SELECT current_setting('app.current_tenant_id') || ' ' || \
-    coalesce((SELECT string_agg(name, ',' ORDER BY name) FROM tenants), '') || ' ' || \
-    pg_backend_pid()";
-
-fn who(c: &mut RawConn) -> (String, String, String) {
-    let row = c.query_one(WHO).expect("a row");
-    let mut it = row.splitn(3, ' ');
-    let t = it.next().unwrap_or_default().to_string();
-    let rest = it.collect::<Vec<_>>().join(" ");
-    let (names, pid) = rest.rsplit_once(' ').unwrap_or(("", ""));
-    (t, names.to_string(), pid.to_string())
-}
-
-fn names_of(tenant: &str) -> &'static str {
-    match tenant {
-        "tenant_a" => "Alice Corp,Alice LLC",
-        "tenant_b" => "Bob Inc,Bob Ltd",
-        _ => "",
-    }
+    pooled_login(p, user)
 }
 
 /// Tables app_user may write: `pool_t` protected by RLS, `pool_copy` without
@@ -967,13 +941,7 @@ fn pool_torture(ctx: &Ctx) {
         .collect();
     let pids: BTreeSet<String> = held.iter_mut().map(|c| who(c).2).collect();
     assert_eq!(pids.len(), 4, "four clients at once: {pids:?}");
-    let backends = ctx.cluster.sql(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_user' AND backend_type = 'client backend'",
-    );
-    assert!(
-        backends.parse::<u32>().unwrap_or(99) <= 4,
-        "{backends} app_user backends with pool_size = 4"
-    );
+    assert_app_backends_at_most(ctx, 4);
     drop(held);
     let log = p.log();
     assert!(

@@ -11,7 +11,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::fixtures::{APP_PASSWORD, DB};
+use common::fixtures::DB;
+use common::pooled::{
+    POOL_PASSWORD, WHO, assert_app_backends_at_most, names_of, pooled_login, pooled_proxy, who,
+};
 use common::runner::{self, Case};
 use common::{Ctx, Proxy, RawConn, XorShift};
 
@@ -42,40 +45,13 @@ fn main() {
     runner::run(CASES);
 }
 
-const POOL_PASSWORD: &str = "pool-secret";
-
+/// A `pool_mode = transaction` proxy logging in upstream as app_user (SCRAM).
 fn txn_proxy(ctx: &Ctx, extra: &str) -> Proxy {
-    ctx.proxy(&format!(
-        "pool_mode = transaction\npool_password = {POOL_PASSWORD}\n\
-         upstream_password = {APP_PASSWORD}\n{extra}"
-    ))
+    pooled_proxy(ctx, "transaction", extra)
 }
 
 fn login(p: &Proxy, user: &str) -> RawConn {
-    RawConn::login(p.port, user, DB, Some(POOL_PASSWORD))
-        .unwrap_or_else(|e| panic!("pooled login as {user}: {e:?}"))
-}
-
-/// Tenant, visible names and backend pid, in one row.
-const WHO: &str = "SELECT current_setting('app.current_tenant_id') || ' ' || \
-    coalesce((SELECT string_agg(name, ',' ORDER BY name) FROM tenants), '') || ' ' || \
-    pg_backend_pid()";
-
-fn who(c: &mut RawConn) -> (String, String, String) {
-    let row = c.query_one(WHO).expect("a row");
-    let mut it = row.splitn(2, ' ');
-    let t = it.next().unwrap_or_default().to_string();
-    let rest = it.next().unwrap_or_default();
-    let (names, pid) = rest.rsplit_once(' ').unwrap_or(("", ""));
-    (t, names.to_string(), pid.to_string())
-}
-
-fn names_of(tenant: &str) -> &'static str {
-    match tenant {
-        "tenant_a" => "Alice Corp,Alice LLC",
-        "tenant_b" => "Bob Inc,Bob Ltd",
-        _ => "",
-    }
+    pooled_login(p, user)
 }
 
 // ------------------------------------------------------- extended protocol
@@ -1077,13 +1053,7 @@ fn txn_torture(ctx: &Ctx) {
         "a rolled-back or abandoned transaction was committed"
     );
     // The pool is whole: at most four app_user backends.
-    let backends = ctx.cluster.sql(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_user' AND backend_type = 'client backend'",
-    );
-    assert!(
-        backends.parse::<u32>().unwrap_or(99) <= 4,
-        "{backends} app_user backends with pool_size = 4"
-    );
+    assert_app_backends_at_most(ctx, 4);
     let log = p.log();
     assert!(
         !log.contains("event=connection_panic"),

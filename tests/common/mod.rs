@@ -22,6 +22,7 @@ mod client;
 mod cluster;
 pub mod fixtures;
 mod pki;
+pub mod pooled;
 mod proxy;
 mod pyclient;
 mod raw;
