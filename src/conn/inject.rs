@@ -33,12 +33,8 @@ pub fn build(
     let (sql, params) = context_sql(settings, variables, values, role)?;
     let start = out.len();
     let res = (|| {
-        encode::parse(out, b"", sql.as_bytes(), &[])?;
-        encode::bind_text(out, b"", b"", &params)?;
-        encode::execute(out, b"", 0)?;
-        encode::parse(out, b"", ROLE_CHECK_SQL, &[])?;
-        encode::bind_text(out, b"", b"", &[])?;
-        encode::execute(out, b"", 0)?;
+        unnamed_execute(out, sql.as_bytes(), &params)?;
+        unnamed_execute(out, ROLE_CHECK_SQL, &[])?;
         encode::sync(out);
         Ok(())
     })();
@@ -152,11 +148,19 @@ pub fn build_unnamed_tx(
     role: &str,
 ) -> Result<(), ProtoError> {
     let (sql, params) = context_sql(settings, variables, values, role)?;
-    encode::parse(out, b"", sql.as_bytes(), &[])?;
-    encode::bind_text(out, b"", b"", &params)?;
-    encode::execute(out, b"", 0)?;
-    encode::parse(out, b"", b"COMMIT", &[])?;
-    encode::bind_text(out, b"", b"", &[])?;
+    unnamed_execute(out, sql.as_bytes(), &params)?;
+    unnamed_execute(out, b"COMMIT", &[])
+}
+
+/// Parse, Bind (text parameters) and Execute of `sql` as the unnamed
+/// statement and portal.
+fn unnamed_execute(
+    out: &mut Vec<u8>,
+    sql: &[u8],
+    params: &[Option<&[u8]>],
+) -> Result<(), ProtoError> {
+    encode::parse(out, b"", sql, &[])?;
+    encode::bind_text(out, b"", b"", params)?;
     encode::execute(out, b"", 0)
 }
 
