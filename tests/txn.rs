@@ -464,7 +464,7 @@ fn txn_named_statements_follow_the_client(ctx: &Ctx) {
     }
     // The proxy's own statement names are out of reach: another client's
     // statement and the context step's cannot be bound, described or closed.
-    for name in ["pgvpd_ctx_3", "pgvpd_commit", "pgvpd_1_1"] {
+    for name in ["pgvpd_ctx_3", "pgvpd_begin", "pgvpd_commit", "pgvpd_1_1"] {
         let c = &mut cs[1];
         let mut out = bind(name, &["'x'"]);
         out.extend(execute());

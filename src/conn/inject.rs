@@ -91,10 +91,12 @@ fn context_sql<'a>(
 /// client starts on a server (see `docs/architecture.md`, "Transaction
 /// pooling"). No Sync: it shares the client's first extended-query cycle, so
 /// if it fails the server discards the client's messages up to the client's
-/// Sync (a simple Query included): they never run without the context. Its
-/// last message is `COMMIT`, which commits the implicit transaction the step
-/// ran in (PostgreSQL warns "there is no transaction in progress" and
-/// commits), so the client's own `ROLLBACK` cannot undo the context.
+/// Sync (a simple Query included): they never run without the context. It is
+/// an explicit transaction, `BEGIN`, the context statement, `COMMIT`: the
+/// COMMIT makes the context durable, so the client's own `ROLLBACK` cannot
+/// undo it, and being explicit it draws no "there is no transaction in
+/// progress" WARNING (which PostgreSQL would also write to its log for
+/// every transaction).
 #[derive(Clone, Debug)]
 pub struct TxStep {
     /// Name of the prepared context statement (its shape: the parameter count).
@@ -105,7 +107,8 @@ pub struct TxStep {
     pub run: Vec<u8>,
 }
 
-/// Name of the prepared `COMMIT` of the step.
+/// Names of the step's prepared `BEGIN` and `COMMIT`.
+pub const TX_BEGIN_NAME: &[u8] = b"pgvpd_begin";
 pub const TX_COMMIT_NAME: &[u8] = b"pgvpd_commit";
 
 impl TxStep {
@@ -120,6 +123,8 @@ impl TxStep {
         let mut parse = Vec::new();
         encode::parse(&mut parse, name.as_bytes(), sql.as_bytes(), &[])?;
         let mut run = Vec::new();
+        encode::bind_text(&mut run, b"", TX_BEGIN_NAME, &[])?;
+        encode::execute(&mut run, b"", 0)?;
         encode::bind_text(&mut run, b"", name.as_bytes(), &params)?;
         encode::execute(&mut run, b"", 0)?;
         encode::bind_text(&mut run, b"", TX_COMMIT_NAME, &[])?;
@@ -132,6 +137,8 @@ impl TxStep {
 /// order (NoticeResponse and ParameterStatus may interleave; they are the
 /// caller's business).
 pub const TX_TAIL: &[u8] = &[
+    crate::protocol::tag::BIND_COMPLETE,
+    crate::protocol::tag::COMMAND_COMPLETE,
     crate::protocol::tag::BIND_COMPLETE,
     crate::protocol::tag::DATA_ROW,
     crate::protocol::tag::COMMAND_COMPLETE,
@@ -148,6 +155,7 @@ pub fn build_unnamed_tx(
     role: &str,
 ) -> Result<(), ProtoError> {
     let (sql, params) = context_sql(settings, variables, values, role)?;
+    unnamed_execute(out, b"BEGIN", &[])?;
     unnamed_execute(out, sql.as_bytes(), &params)?;
     unnamed_execute(out, b"COMMIT", &[])
 }
@@ -168,6 +176,9 @@ fn unnamed_execute(
 pub const TX_UNNAMED_ANSWERS: &[u8] = &[
     crate::protocol::tag::PARSE_COMPLETE,
     crate::protocol::tag::BIND_COMPLETE,
+    crate::protocol::tag::COMMAND_COMPLETE,
+    crate::protocol::tag::PARSE_COMPLETE,
+    crate::protocol::tag::BIND_COMPLETE,
     crate::protocol::tag::DATA_ROW,
     crate::protocol::tag::COMMAND_COMPLETE,
     crate::protocol::tag::PARSE_COMPLETE,
@@ -175,8 +186,10 @@ pub const TX_UNNAMED_ANSWERS: &[u8] = &[
     crate::protocol::tag::COMMAND_COMPLETE,
 ];
 
-/// Parse of the step's `COMMIT` (sent once per server).
-pub fn tx_commit_parse(out: &mut Vec<u8>) -> Result<(), ProtoError> {
+/// Parse of the step's `BEGIN` and `COMMIT` (sent once per server; two
+/// ParseCompletes).
+pub fn tx_fixed_parse(out: &mut Vec<u8>) -> Result<(), ProtoError> {
+    encode::parse(out, TX_BEGIN_NAME, b"BEGIN", &[])?;
     encode::parse(out, TX_COMMIT_NAME, b"COMMIT", &[])
 }
 

@@ -56,17 +56,23 @@ pub struct TxCtx {
     unnamed: Vec<u8>,
 }
 
+/// Most answers a step owes: three Parses (context statement, BEGIN,
+/// COMMIT) and the tail, or the unnamed variant. Checked at compile time.
+const SWALLOW_MAX: usize = 12;
+const _: () =
+    assert!(3 + TX_TAIL.len() <= SWALLOW_MAX && inject::TX_UNNAMED_ANSWERS.len() <= SWALLOW_MAX);
+
 /// Answers of a context step not yet seen: expected tags, in order.
 #[derive(Clone, Copy, Debug)]
 pub struct Swallow {
-    expect: [u8; 8],
+    expect: [u8; SWALLOW_MAX],
     len: u8,
     next: u8,
 }
 
 impl Swallow {
     fn new(tags: &[u8]) -> Swallow {
-        let mut expect = [0u8; 8];
+        let mut expect = [0u8; SWALLOW_MAX];
         let mut len = 0u8;
         for (slot, t) in expect.iter_mut().zip(tags) {
             *slot = *t;
@@ -181,11 +187,11 @@ impl Session {
                     tags.push(tag::PARSE_COMPLETE);
                 }
                 if !link.prepared.iter().any(|p| p == TX_COMMIT_NAME) {
-                    if inject::tx_commit_parse(&mut out).is_err() {
+                    if inject::tx_fixed_parse(&mut out).is_err() {
                         return Err(link);
                     }
                     link.prepared.push(TX_COMMIT_NAME.to_vec());
-                    tags.push(tag::PARSE_COMPLETE);
+                    tags.extend_from_slice(&[tag::PARSE_COMPLETE, tag::PARSE_COMPLETE]);
                 }
                 out.extend_from_slice(&tx.step.run);
                 tags.extend_from_slice(TX_TAIL);
@@ -385,7 +391,7 @@ impl Session {
     ) -> Result<StepAnswer, ProtoError> {
         match t {
             tag::NOTICE_RESPONSE => {
-                // COMMIT's "there is no transaction in progress".
+                // Not the client's (the step's own statements raise none).
                 backend::decode_error_fields(body)?;
                 return Ok(StepAnswer::More);
             }
