@@ -1,6 +1,6 @@
 # pgvpd — the targets CI calls (.ci/run runs `make test`).
 #   make build        debug build
-#   make test         check + unit tests + integration, TLS, pool and transaction suites + fuzz regressions
+#   make test         check + unit tests + integration, TLS, pool, transaction and resolver suites + fuzz regressions
 #   make check        fmt, clippy -D warnings, purity grep of the pure layers
 #   make demo         throw-away PostgreSQL + release proxy, two tenants, Ctrl-C to stop
 #   make static       fully static musl release binary + size report
@@ -45,6 +45,7 @@ it:
 	$(CARGO) test --test tls
 	PGVPD_CASE_TIMEOUT=$${PGVPD_CASE_TIMEOUT:-300} $(CARGO) test --test pool
 	PGVPD_CASE_TIMEOUT=$${PGVPD_CASE_TIMEOUT:-300} $(CARGO) test --test txn
+	$(CARGO) test --test resolvers
 
 test: check unit fuzz-regressions it
 

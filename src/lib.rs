@@ -15,6 +15,7 @@ pub mod log;
 pub mod pool;
 pub mod protocol;
 pub mod reactor;
+pub mod resolver;
 pub mod stats;
 pub mod sys;
 pub mod testing;

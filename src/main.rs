@@ -11,6 +11,7 @@ use pgvpd::conn::pool_auth::{AuthDb, Method};
 use pgvpd::conn::server::UpstreamSecret;
 use pgvpd::conn::{PoolSettings, SessionConfig};
 use pgvpd::reactor::{self, Shared, WorkerSettings};
+use pgvpd::resolver::run::Engine;
 use pgvpd::sys::{self, Signal};
 use pgvpd::tls;
 use pgvpd::{error, info, log, warn};
@@ -18,9 +19,6 @@ use pgvpd::{error, info, log, warn};
 /// Settings accepted for pgvpd 1.0 compatibility whose feature is not in this
 /// build yet: refusing to start is safer than silently ignoring them.
 fn not_yet_supported(c: &Config) -> Option<&'static str> {
-    if c.resolvers.is_some() {
-        return Some("resolvers");
-    }
     if c.admin_port.is_some() {
         return Some("admin_port");
     }
@@ -48,6 +46,31 @@ fn resolve_upstream(c: &Config) -> Result<Vec<SocketAddr>, String> {
         ));
     }
     Ok(addrs)
+}
+
+/// Reads and validates the `resolvers` file (None when unset).
+fn load_resolvers(c: &Config) -> Result<Option<Arc<Engine>>, String> {
+    let Some(path) = &c.resolvers else {
+        return Ok(None);
+    };
+    let what = |e: &dyn std::fmt::Display| format!("resolvers: {}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| what(&e))?;
+    if meta.len() > pgvpd::resolver::MAX_FILE_BYTES as u64 {
+        return Err(what(&format!(
+            "larger than {} bytes",
+            pgvpd::resolver::MAX_FILE_BYTES
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| what(&e))?;
+    let set = pgvpd::resolver::spec::parse(&text, &c.context_variables).map_err(|e| what(&e))?;
+    let engine = Engine::new(
+        set,
+        &c.context_variables,
+        &c.resolver_search_path,
+        usize::try_from(c.resolver_cache_size).unwrap_or(usize::MAX),
+    )
+    .map_err(|e| what(&e))?;
+    Ok(Some(Arc::new(engine)))
 }
 
 /// TLS material loaded at start (the server side again on SIGHUP).
@@ -243,6 +266,22 @@ fn run(cfg: Config) -> ExitCode {
         .unwrap_or_default();
     let shared = Arc::new(Shared::default());
     let mut session = SessionConfig::from_config(&cfg);
+    match load_resolvers(&cfg) {
+        Ok(r) => {
+            if let Some(e) = &r {
+                info!(
+                    "resolvers_loaded",
+                    count = e.len(),
+                    variables = e.variables().len()
+                );
+            }
+            session.resolvers = r;
+        }
+        Err(e) => {
+            error!("startup_failed", error = e);
+            return ExitCode::FAILURE;
+        }
+    }
     let mut pool_rt = None;
     if cfg.pool_mode != PoolMode::None {
         match load_pool(&cfg) {
@@ -345,6 +384,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             if let Err(e) = load_tls(&cfg) {
+                eprintln!("pgvpd: {e}");
+                return ExitCode::from(2);
+            }
+            if let Err(e) = load_resolvers(&cfg) {
                 eprintln!("pgvpd: {e}");
                 return ExitCode::from(2);
             }

@@ -56,6 +56,12 @@ pub struct Stats {
     /// Transaction mode: servers reset after a transaction that may have
     /// left session objects.
     pub tx_resets: AtomicU64,
+    /// Resolver results served from the cache.
+    pub resolver_cache_hits: AtomicU64,
+    /// Resolver queries run (cache misses and uncached resolvers).
+    pub resolver_queries: AtomicU64,
+    /// Sessions refused by a resolver (error, no row, timeout, size).
+    pub resolver_refusals: AtomicU64,
 }
 
 impl Stats {
@@ -85,6 +91,9 @@ impl Stats {
             tx_parks: AtomicU64::new(0),
             tx_reprepares: AtomicU64::new(0),
             tx_resets: AtomicU64::new(0),
+            resolver_cache_hits: AtomicU64::new(0),
+            resolver_queries: AtomicU64::new(0),
+            resolver_refusals: AtomicU64::new(0),
         }
     }
 }
@@ -95,6 +104,11 @@ pub static STATS: Stats = Stats::new();
 /// Adds one to a counter.
 pub fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter.
+pub fn add(c: &AtomicU64, n: u32) {
+    c.fetch_add(u64::from(n), Ordering::Relaxed);
 }
 
 /// Subtracts one from a gauge (never below zero).

@@ -14,7 +14,9 @@
 //!   SCRAM exchange, checked against SCRAM computed independently here, and
 //!   the auth_file parser with a render round trip;
 //! - `conn_ops_oracle`: one `Session` (`crate::conn`) driven by a decoded
-//!   sequence of reactor events with a fake clock (quinn-style).
+//!   sequence of reactor events with a fake clock (quinn-style);
+//! - `resolvers_oracle`: the resolver file (`crate::resolver`): the TOML
+//!   subset, validation and execution order, with a render round trip.
 //!
 //! Must not: do I/O, read the clock for decisions (the conn harness takes one
 //! `Instant` as its base and only adds to it), or allocate without bound
@@ -855,6 +857,237 @@ pub fn userlist_oracle(data: &[u8]) {
     assert_eq!(back.render(), rendered);
 }
 
+// --------------------------------------------------------------- resolvers
+
+/// Resolver file text (lossy UTF-8), with `app.user_id` and
+/// `app.current_tenant_id` as the username-derived variables.
+/// - `toml::parse` never panics; every table, key and value it returns sits
+///   on a line of the text (tables and keys in file order), nesting stays
+///   within `MAX_DEPTH`; an error names a line in `1..=lines + 1`.
+/// - `spec::parse` never panics; an error names a line in `1..=lines + 1`.
+///   A loaded set: 1..=`MAX_RESOLVERS` resolvers with unique valid names on
+///   distinct lines of the text; each after those it depends on; each
+///   query's placeholders exactly `$1..$n` with `n == params.len()`; every
+///   param a context variable or injected by a transitive dependency; every
+///   injected variable a valid setting name, unique (ignoring case) and not
+///   a context variable; timeout and cache_ttl in range.
+/// - Rendered back to TOML in execution order, the set loads to the same
+///   resolvers in the same order (lines aside).
+pub fn resolvers_oracle(data: &[u8]) {
+    use crate::config::validate::{MAX_IDENT, is_custom_guc_name};
+    use crate::resolver::{spec, toml};
+    use std::collections::{HashMap, HashSet};
+
+    fn check_item(item: &toml::Item, lines: usize, depth: usize) {
+        assert!(
+            item.line >= 1 && item.line <= lines,
+            "value line {} of {lines}",
+            item.line
+        );
+        match &item.value {
+            toml::Value::Array(items) => {
+                assert!(depth < toml::MAX_DEPTH, "nested deeper than MAX_DEPTH");
+                for i in items {
+                    assert!(i.line >= item.line, "array element before its array");
+                    check_item(i, lines, depth + 1);
+                }
+            }
+            toml::Value::Table(entries) => {
+                assert!(depth < toml::MAX_DEPTH, "nested deeper than MAX_DEPTH");
+                let mut keys = HashSet::new();
+                for e in entries {
+                    assert!(keys.insert(&e.key), "duplicate inline key {:?}", e.key);
+                    check_entry(e, lines, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_entry(e: &toml::Entry, lines: usize, depth: usize) {
+        assert!(
+            e.line >= 1 && e.line <= lines,
+            "key line {} of {lines}",
+            e.line
+        );
+        assert_eq!(e.value.line, e.line, "value not on its key's line");
+        check_item(&e.value, lines, depth);
+    }
+
+    fn check_entries(entries: &[toml::Entry], lines: usize) {
+        let mut keys = HashSet::new();
+        let mut last = 0;
+        for e in entries {
+            assert!(keys.insert(&e.key), "duplicate key {:?}", e.key);
+            assert!(e.line > last, "keys out of order or two on one line");
+            last = e.line;
+            check_entry(e, lines, 0);
+        }
+    }
+
+    /// A TOML basic string holding `s`.
+    fn quoted(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_ascii_control() || c == '\u{7f}' => {
+                    out.push_str(&format!("\\u{:04X}", u32::from(c)))
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    fn render(set: &spec::ResolverSet) -> String {
+        let list = |v: &[String]| v.iter().map(|s| quoted(s)).collect::<Vec<_>>().join(", ");
+        let mut out = String::new();
+        for r in &set.resolvers {
+            let inject: Vec<String> = r
+                .inject
+                .iter()
+                .map(|(var, col)| format!("{} = {}", quoted(var), quoted(col)))
+                .collect();
+            out.push_str(&format!(
+                "[[resolver]]\nname = {}\nquery = {}\nparams = [{}]\ninject = {{ {} }}\n\
+                 required = {}\ndepends_on = [{}]\ncache_ttl = {}\ntimeout = {}\nrows = {}\n\n",
+                quoted(&r.name),
+                quoted(&r.query),
+                list(&r.params),
+                inject.join(", "),
+                r.required,
+                list(&r.depends_on),
+                r.cache_ttl.as_secs(),
+                r.timeout.as_secs(),
+                quoted(r.rows.as_str()),
+            ));
+        }
+        out
+    }
+
+    let text = String::from_utf8_lossy(data);
+    let lines = text.lines().count();
+    let err_line_ok = |line: usize| line >= 1 && line <= lines + 1;
+
+    match toml::parse(&text) {
+        Ok(doc) => {
+            check_entries(&doc.root, lines);
+            let mut last = doc.root.last().map_or(0, |e| e.line);
+            for t in &doc.tables {
+                assert!(t.line > last, "table header out of order");
+                check_entries(&t.entries, lines);
+                if let Some(first) = t.entries.first() {
+                    assert!(first.line > t.line, "entry on its header's line");
+                }
+                last = t.entries.last().map_or(t.line, |e| e.line);
+            }
+        }
+        Err(e) => {
+            assert!(err_line_ok(e.line), "toml error line {} of {lines}", e.line);
+            assert_eq!(e.to_string(), format!("line {}: {}", e.line, e.msg));
+        }
+    }
+
+    let known = [
+        "app.user_id".to_string(),
+        "app.current_tenant_id".to_string(),
+    ];
+    let set = match spec::parse(&text, &known) {
+        Ok(set) => set,
+        Err(e) => {
+            assert!(err_line_ok(e.line), "spec error line {} of {lines}", e.line);
+            assert_eq!(e.to_string(), format!("line {}: {}", e.line, e.msg));
+            return;
+        }
+    };
+    let rs = &set.resolvers;
+    assert!(!rs.is_empty() && rs.len() <= spec::MAX_RESOLVERS);
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    let mut header_lines = HashSet::new();
+    // variables known once each resolver has run (its own injections included)
+    let mut known_after: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut injected = HashSet::new();
+    for (i, r) in rs.iter().enumerate() {
+        assert!(
+            !r.name.is_empty()
+                && r.name.len() <= spec::MAX_NAME_LEN
+                && r.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "name {:?}",
+            r.name
+        );
+        assert!(r.line >= 1 && r.line <= lines, "resolver line {}", r.line);
+        assert!(
+            header_lines.insert(r.line),
+            "two resolvers on line {}",
+            r.line
+        );
+        let mut visible: HashSet<&str> = HashSet::new();
+        for d in &r.depends_on {
+            assert!(
+                position.contains_key(d.as_str()),
+                "{} runs before its dependency {d}",
+                r.name
+            );
+            visible.extend(known_after.get(d.as_str()).into_iter().flatten());
+        }
+        assert!(
+            position.insert(&r.name, i).is_none(),
+            "duplicate {}",
+            r.name
+        );
+        for p in &r.params {
+            assert!(
+                known.contains(p) || visible.contains(p.as_str()),
+                "param {p} of {} is not known when it runs",
+                r.name
+            );
+        }
+        let used = spec::placeholders(&r.query).expect("a loaded query scans");
+        assert_eq!(used.len(), r.params.len(), "placeholders of {}", r.name);
+        assert_eq!(
+            used.last().map_or(0, |&m| usize::from(m)),
+            r.params.len(),
+            "highest placeholder of {}",
+            r.name
+        );
+        assert!(!r.query.trim().is_empty() && !r.query.contains('\0'));
+        assert!(!r.inject.is_empty());
+        for (var, col) in &r.inject {
+            assert!(is_custom_guc_name(var) && var.len() <= MAX_IDENT, "{var:?}");
+            assert!(!known.iter().any(|k| k.eq_ignore_ascii_case(var)), "{var}");
+            assert!(injected.insert(var.to_ascii_lowercase()), "{var} twice");
+            assert!(!col.is_empty() && col.len() <= MAX_IDENT && !col.contains('\0'));
+            visible.insert(var);
+        }
+        known_after.insert(&r.name, visible);
+        let secs = r.timeout.as_secs();
+        assert!((1..=spec::MAX_TIMEOUT_SECS).contains(&secs));
+        assert_eq!(r.timeout.subsec_nanos(), 0);
+        assert!(r.cache_ttl.as_secs() <= spec::MAX_CACHE_TTL_SECS);
+        assert_eq!(r.cache_ttl.subsec_nanos(), 0);
+    }
+
+    // Round trip: the rendered file is in dependency order, so it runs in file order.
+    let rendered = render(&set);
+    let back = spec::parse(&rendered, &known)
+        .unwrap_or_else(|e| panic!("rendered resolvers do not load: {e}\n{rendered}"));
+    let unlined = |s: &spec::ResolverSet| -> Vec<spec::Resolver> {
+        s.resolvers
+            .iter()
+            .map(|r| spec::Resolver {
+                line: 0,
+                ..r.clone()
+            })
+            .collect()
+    };
+    assert_eq!(unlined(&back), unlined(&set), "round trip:\n{rendered}");
+}
+
 // ---------------------------------------------------------------- conn ops
 
 /// One reactor event for `conn_ops_oracle`.
@@ -911,6 +1144,7 @@ pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
         client_tls: crate::conn::ClientTlsMode::Disable,
         upstream_tls: crate::conn::UpstreamTlsMode::Disable,
         pool: None,
+        resolvers: None,
     };
     vec![
         base.clone(),
@@ -1803,6 +2037,77 @@ pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "ring_ops",
         "push-peek",
         vec![7, 0, 5, 3, 3, 2, 4, 0, 6, 3, 7, 5, 0, 6, 0],
+    ));
+    // resolvers: pgvpd 1.0's test file, a chain using every field, tricky strings
+    v.push((
+        "resolvers",
+        "org-membership",
+        br#"[[resolver]]
+name = "org_membership"
+query = """
+  SELECT org_id::text AS org_id, role
+  FROM org_memberships
+  WHERE user_id = $1::uuid AND is_active
+  LIMIT 1
+"""
+params = ["app.user_id"]
+inject = { "app.org_id" = "org_id", "app.org_role" = "role" }
+required = false
+cache_ttl = 60
+"#
+        .to_vec(),
+    ));
+    v.push((
+        "resolvers",
+        "chain",
+        br#"# permissions need the membership: listed first, run second
+
+[[resolver]]
+name = "perms"
+depends_on = [
+  "membership", # org first
+]
+query = 'SELECT array_agg(p)::text AS p FROM perms WHERE org = $1 AND t = $2'
+params = ["app.org_id", "app.current_tenant_id"]
+inject = { "app.perms" = "p" }
+required = true
+cache_ttl = 0
+timeout = 30
+rows = "array"
+
+[[resolver]] # the membership
+name = "membership"
+query = "SELECT org_id::text AS org_id FROM m WHERE user_id = $1::uuid"
+params = ["app.user_id"]
+inject = { "app.org_id" = "org_id" }
+rows = "one"
+timeout = 2
+cache_ttl = 300
+"#
+        .to_vec(),
+    ));
+    v.push((
+        "resolvers",
+        "strings",
+        br#"[[resolver]]
+name = "quoting-1"
+query = '''
+SELECT $$ $9 $$ AS "a$1", E'\'$2' /* $3 /* */ */ -- $4
+, $1 AS x
+'''
+params = ['app.user_id']
+inject = { "app.x" = 'x', 'app.a' = "a$1" }
+
+[[resolver]]
+name = "escapes"
+query = """
+SELECT "col"\tFROM t WHERE a = $1 AND b = $2 \u00e9 \
+   AND c = 1"""
+params = [ "app.x", "app.user_id" ]
+depends_on = ["quoting-1"]
+inject = { "app.col" = "col" }
+"#
+        .to_vec(),
     ));
     v.extend(auth_seed_corpus());
     // conn_ops: whole sessions, written as op sequences

@@ -26,6 +26,7 @@ const TARGETS: &[(&str, Oracle)] = &[
     ("scram_server", testing::scram_server_oracle),
     ("scram_client", testing::scram_client_oracle),
     ("userlist", testing::userlist_oracle),
+    ("resolvers", testing::resolvers_oracle),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -180,6 +180,10 @@ pub struct Config {
     /// Zero: unlimited.
     pub server_lifetime: Duration,
     pub resolvers: Option<PathBuf>,
+    /// `search_path` every resolver query runs with (pinned, local to it).
+    pub resolver_search_path: String,
+    /// Most cached resolver results (least recently used evicted; 0: no cache).
+    pub resolver_cache_size: u32,
     pub admin_port: Option<u16>,
     pub set_role: Option<String>,
     pub tenant_allow: Option<Vec<String>>,
@@ -239,6 +243,8 @@ impl Default for Config {
             server_check_delay: Duration::from_secs(30),
             server_lifetime: Duration::from_secs(3600),
             resolvers: None,
+            resolver_search_path: "pg_catalog, public".to_string(),
+            resolver_cache_size: 10_000,
             admin_port: None,
             set_role: None,
             tenant_allow: None,
@@ -308,6 +314,8 @@ impl fmt::Debug for Config {
             server_check_delay,
             server_lifetime,
             resolvers,
+            resolver_search_path,
+            resolver_cache_size,
             admin_port,
             set_role,
             tenant_allow,
@@ -360,6 +368,8 @@ impl fmt::Debug for Config {
             .field("server_check_delay", server_check_delay)
             .field("server_lifetime", server_lifetime)
             .field("resolvers", resolvers)
+            .field("resolver_search_path", resolver_search_path)
+            .field("resolver_cache_size", resolver_cache_size)
             .field("admin_port", admin_port)
             .field("set_role", set_role)
             .field("tenant_allow", tenant_allow)

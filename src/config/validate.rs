@@ -17,7 +17,8 @@
 //! 7. `context_variables`: non-empty, each a valid custom setting name ([`is_custom_guc_name`])
 //!    whose prefix is not reserved ([`RESERVED_PREFIXES`]), no duplicates (case-insensitively,
 //!    as PostgreSQL folds these names);
-//! 8. `set_role`: non-empty, at most 63 bytes, no NUL; `superuser_bypass` items non-empty.
+//! 8. `set_role`: non-empty, at most 63 bytes, no NUL; `superuser_bypass` items non-empty;
+//! 9. `resolver_search_path`: non-empty, no NUL.
 //!
 //! Not checked here (needs I/O): that `resolvers`, `tls_cert`, `tls_key` exist and parse.
 
@@ -181,6 +182,12 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         }
     }
     check_items("superuser_bypass", &c.superuser_bypass)?;
+    if c.resolver_search_path.trim().is_empty() || c.resolver_search_path.contains('\0') {
+        return Err(err(
+            "resolver_search_path",
+            "must be a non-empty search_path without NUL (e.g. pg_catalog, public)".into(),
+        ));
+    }
     Ok(())
 }
 

@@ -47,6 +47,7 @@ fn cfg() -> SessionConfig {
         client_tls: crate::conn::ClientTlsMode::Disable,
         upstream_tls: crate::conn::UpstreamTlsMode::Disable,
         pool: None,
+        resolvers: None,
     }
 }
 

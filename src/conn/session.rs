@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod pool;
+mod resolve;
 mod stmts;
 mod txn;
 
@@ -76,6 +77,8 @@ pub struct SessionConfig {
     /// `pool_mode = session`: tenants are authenticated by the proxy and
     /// served by pooled servers (None: passthrough).
     pub pool: Option<Arc<pool::PoolSettings>>,
+    /// `resolvers = FILE`: the loaded resolvers and their shared cache.
+    pub resolvers: Option<Arc<crate::resolver::run::Engine>>,
 }
 
 /// Client-facing TLS policy.
@@ -127,6 +130,7 @@ impl SessionConfig {
                 _ => UpstreamTlsMode::Require,
             },
             pool: None,
+            resolvers: None,
         }
     }
 }
@@ -214,6 +218,8 @@ enum Phase {
     UpstreamTlsPending(Box<Handshake>),
     Authenticating(Box<Handshake>, AuthStep),
     PostAuth(Box<Handshake>),
+    /// Context resolvers run on the server before the context batch.
+    Resolving(Box<Handshake>, Box<crate::resolver::run::Run>),
     Injecting(Box<Handshake>, Step),
     Transparent,
     /// Pool mode: the proxy authenticates the client.
@@ -244,6 +250,7 @@ impl Phase {
             Phase::UpstreamSsl(_) | Phase::UpstreamTlsPending(_) => "upstream tls",
             Phase::Authenticating(..) => "authentication",
             Phase::PostAuth(_) => "post-auth",
+            Phase::Resolving(..) => "context resolvers",
             Phase::Injecting(..) => "context injection",
             Phase::Transparent => "transparent",
             Phase::PoolAuth(..) => "pool authentication",
@@ -266,6 +273,9 @@ pub struct SessionInfo {
     pub database: String,
     pub tenant: String,
     pub bypass: bool,
+    /// Resolver results taken from the cache, and resolver queries run.
+    pub resolver_hits: u32,
+    pub resolver_queries: u32,
 }
 
 /// One client connection and its upstream server.
@@ -414,6 +424,7 @@ impl Session {
                 | Phase::UpstreamTlsPending(_)
                 | Phase::Authenticating(..)
                 | Phase::PostAuth(_)
+                | Phase::Resolving(..)
                 | Phase::Injecting(..)
                 | Phase::Transparent
                 | Phase::PoolAuth(..)
@@ -428,6 +439,7 @@ impl Session {
             Phase::UpstreamSsl(_)
                 | Phase::Authenticating(..)
                 | Phase::PostAuth(_)
+                | Phase::Resolving(..)
                 | Phase::Injecting(..)
                 | Phase::Transparent
                 | Phase::PoolRelay(_)
@@ -754,6 +766,7 @@ impl Session {
                     }
                 }
                 TimerKind::Checkout => self.checkout_timed_out(now),
+                TimerKind::Resolver => self.resolver_timer(now),
                 TimerKind::Drain => {
                     let reason = self
                         .close
@@ -905,9 +918,10 @@ impl Session {
                 Phase::Authenticating(_, AuthStep::AwaitClient { .. }) => {
                     self.step_client_auth(now) || self.step_server(now)
                 }
-                Phase::Authenticating(..) | Phase::PostAuth(_) | Phase::Injecting(..) => {
-                    self.step_server(now)
-                }
+                Phase::Authenticating(..)
+                | Phase::PostAuth(_)
+                | Phase::Resolving(..)
+                | Phase::Injecting(..) => self.step_server(now),
                 Phase::PoolRelay(_) => {
                     self.step_tx_swallow(now)
                         || match self.step_tx_forward() {
@@ -1322,7 +1336,7 @@ impl Session {
     fn step_server(&mut self, now: Instant) -> bool {
         let fphase = match self.phase {
             Phase::Authenticating(..) => FramePhase::ServerAuth,
-            Phase::PostAuth(_) | Phase::Injecting(..) => FramePhase::Server,
+            Phase::PostAuth(_) | Phase::Resolving(..) | Phase::Injecting(..) => FramePhase::Server,
             _ => return false,
         };
         let Some(mut ring) = self.s2c.take() else {
@@ -1330,6 +1344,11 @@ impl Session {
         };
         let lim = self.cfg.limits;
         let progressed = match Self::frame_len(&mut ring, fphase, &lim) {
+            Err(ProtoError::TooLong { max, .. }) if matches!(self.phase, Phase::Resolving(..)) => {
+                self.s2c = Some(ring);
+                self.resolver_too_large(max, now);
+                return true;
+            }
             Err(e) => {
                 self.s2c = Some(ring);
                 self.violation(Side::Server, e, now);
@@ -1366,6 +1385,9 @@ impl Session {
         body: &[u8],
         now: Instant,
     ) -> Result<(), ProtoError> {
+        if matches!(self.phase, Phase::Resolving(..)) {
+            return self.on_resolver_message(t, wire, body, now);
+        }
         // Messages handled alike in every handshake phase.
         match t {
             tag::NOTICE_RESPONSE => {
@@ -1436,16 +1458,7 @@ impl Session {
                 }
                 tag::READY_FOR_QUERY => {
                     backend::decode_ready_for_query(body)?;
-                    let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
-                    let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
-                    inject::build(
-                        &mut self.to_server,
-                        &[],
-                        &self.cfg.context_variables,
-                        &values,
-                        &role,
-                    )?;
-                    Phase::Injecting(hs, Step::SetParse)
+                    self.begin_context(hs, now)
                 }
                 other => {
                     return Err(ProtoError::UnexpectedTag {

@@ -14,15 +14,19 @@ pub enum TimerKind {
     Drain = 2,
     /// Waiting in a pool's queue for a server (`pool_checkout_timeout`).
     Checkout = 3,
+    /// A resolver query's answers (its `timeout` and a grace), or the next
+    /// look at a result another session is resolving.
+    Resolver = 4,
 }
 
 impl TimerKind {
-    pub const COUNT: usize = 4;
-    pub const ALL: [TimerKind; 4] = [
+    pub const COUNT: usize = 5;
+    pub const ALL: [TimerKind; 5] = [
         TimerKind::Handshake,
         TimerKind::Connect,
         TimerKind::Drain,
         TimerKind::Checkout,
+        TimerKind::Resolver,
     ];
 }
 

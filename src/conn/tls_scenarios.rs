@@ -69,6 +69,7 @@ fn cfg(client_tls: ClientTlsMode, upstream_tls: UpstreamTlsMode) -> SessionConfi
         client_tls,
         upstream_tls,
         pool: None,
+        resolvers: None,
     }
 }
 

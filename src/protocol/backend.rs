@@ -304,6 +304,26 @@ pub fn decode_data_row(body: &[u8]) -> Result<DataRow<'_>, ProtoError> {
     Ok(DataRow { count, cols })
 }
 
+/// The column names of a RowDescription (`T`), in order. Every field is
+/// validated; only the names are kept (the proxy reads results as text).
+pub fn decode_row_description(body: &[u8]) -> Result<Vec<&[u8]>, ProtoError> {
+    let mut r = Reader::new(body);
+    let n = r.i16_be("field count")?;
+    let count = usize::try_from(n).map_err(|_| ProtoError::BadValue("field count"))?;
+    // Each field takes at least 19 bytes: a count beyond that is a lie, not an allocation.
+    if count > r.remaining() / 19 {
+        return Err(ProtoError::Short("row description field"));
+    }
+    let mut names = Vec::with_capacity(count);
+    for _ in 0..count {
+        names.push(r.cstr("field name")?);
+        // table oid, attribute number, type oid, type size, type modifier, format
+        r.take(4 + 2 + 4 + 2 + 4 + 2, "field attributes")?;
+    }
+    r.finish("RowDescription")?;
+    Ok(names)
+}
+
 /// Option names the server did not recognize, validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnrecognizedOptions<'a> {
@@ -365,6 +385,33 @@ pub fn decode_negotiate_protocol_version(
 )]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_description_names() {
+        let mut body = 2i16.to_be_bytes().to_vec();
+        for name in [&b"org_id"[..], b"role"] {
+            body.extend_from_slice(name);
+            body.push(0);
+            body.extend_from_slice(&[0u8; 18]);
+        }
+        let names = decode_row_description(&body).unwrap();
+        assert_eq!(names, vec![&b"org_id"[..], b"role"]);
+        assert_eq!(
+            decode_row_description(&0i16.to_be_bytes()).unwrap().len(),
+            0
+        );
+        // Truncated attributes, a lying count, trailing bytes, negative count.
+        assert!(decode_row_description(&body[..body.len() - 1]).is_err());
+        let mut lying = body.clone();
+        lying[..2].copy_from_slice(&3i16.to_be_bytes());
+        assert!(decode_row_description(&lying).is_err());
+        lying[..2].copy_from_slice(&i16::MAX.to_be_bytes());
+        assert!(decode_row_description(&lying).is_err());
+        let mut trailing = body.clone();
+        trailing.push(0);
+        assert!(decode_row_description(&trailing).is_err());
+        assert!(decode_row_description(&(-1i16).to_be_bytes()).is_err());
+    }
 
     fn be(v: i32) -> [u8; 4] {
         v.to_be_bytes()

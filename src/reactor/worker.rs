@@ -669,6 +669,14 @@ fn drive(
                         client_tls = conn.client.is_tls(),
                         server_tls = conn.server.as_ref().is_some_and(|u| u.transport.is_tls())
                     );
+                    if info.resolver_hits > 0 || info.resolver_queries > 0 {
+                        debug!(
+                            "resolvers_done",
+                            conn = conn.id,
+                            cache_hits = info.resolver_hits,
+                            queries = info.resolver_queries
+                        );
+                    }
                 }
                 Action::StartClientTls { direct } => conn.tls_upgrade = Some(direct),
                 Action::StartServerTls => start_upstream_tls(conn, settings, now),

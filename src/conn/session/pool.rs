@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Handshake, Phase, Session, after};
-use crate::conn::inject::{self, Step};
+use crate::conn::inject;
 use crate::conn::params;
 use crate::conn::pool_auth::{AuthDb, AuthOutcome, ClientAuth};
 use crate::conn::server::{LinkFailure, ServerLink};
@@ -252,16 +252,12 @@ impl Session {
             self.phase = old;
             return Err(link);
         };
-        let built = self.queue_pooled_batch(&hs);
         hs.client_key = Some(client_key);
         hs.link = Some(link);
         self.timers.clear(TimerKind::Checkout);
         self.timers
             .set(TimerKind::Handshake, after(now, self.cfg.handshake_timeout));
-        self.phase = Phase::Injecting(hs, Step::SetParse);
-        if let Err(e) = built {
-            self.violation(Side::Client, e, now);
-        }
+        self.phase = self.begin_context(hs, now);
         Ok(())
     }
 
@@ -270,13 +266,8 @@ impl Session {
     pub(super) fn queue_pooled_batch(&mut self, hs: &Handshake) -> Result<(), ProtoError> {
         let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
         let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
-        inject::build(
-            &mut self.to_server,
-            &hs.settings,
-            &self.cfg.context_variables,
-            &values,
-            &role,
-        )
+        let vars = self.all_variables().to_vec();
+        inject::build(&mut self.to_server, &hs.settings, &vars, &values, &role)
     }
 
     /// The context step on a lent server succeeded: show the client the
