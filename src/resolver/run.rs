@@ -207,6 +207,11 @@ struct Cycle {
     failed: Option<Refusal>,
     /// Key this session leads in the cache (filled or abandoned).
     lead: Option<Key>,
+    /// When the cycle was sent.
+    sent: Instant,
+    /// Cancelled long before its timeout: a late cancel meant for the
+    /// pooled server's previous client; the cycle is sent again once.
+    stray_cancel: bool,
 }
 
 #[derive(Debug)]
@@ -229,6 +234,8 @@ pub struct Run {
     values: Vec<Option<String>>,
     next: usize,
     state: State,
+    /// A cycle was already sent again after a stray cancel.
+    retried: bool,
     /// Cache hits and misses of this session (for the caller's counters).
     pub hits: u32,
     pub misses: u32,
@@ -244,6 +251,7 @@ impl Run {
             values: all,
             next: 0,
             state: State::Idle,
+            retried: false,
             hits: 0,
             misses: 0,
         }
@@ -353,6 +361,8 @@ impl Run {
                 bytes: 0,
                 failed: None,
                 lead,
+                sent: now,
+                stray_cancel: false,
             }));
             let due = now
                 .checked_add(r.timeout.saturating_add(DEADLINE_GRACE))
@@ -427,8 +437,12 @@ impl Run {
             let f = backend::decode_error_fields(body)?;
             if c.failed.is_none() {
                 let msg = String::from_utf8_lossy(f.message.unwrap_or(b"unknown error"));
-                let timed_out = f.code == Some(b"57014".as_slice());
-                c.failed = Some(if timed_out {
+                let cancelled = f.code == Some(b"57014".as_slice());
+                // Half its timeout or less: not our statement_timeout.
+                let early = now.saturating_duration_since(c.sent)
+                    < r.timeout.checked_div(2).unwrap_or_default();
+                c.stray_cancel = cancelled && early && !self.retried;
+                c.failed = Some(if cancelled {
                     refuse(
                         "57014",
                         format!(
@@ -560,6 +574,11 @@ impl Run {
             if let Some(k) = &c.lead {
                 engine.cache.abandon(k);
             }
+            if c.stray_cancel {
+                // Same resolver again (`next` unchanged), once.
+                self.retried = true;
+                return Ok(Fed::CycleDone);
+            }
             self.state = State::Finished;
             return Ok(Fed::Refused(refusal));
         }
@@ -668,4 +687,293 @@ pub fn array_literal(elems: &[String]) -> String {
     }
     s.push('}');
     s
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+
+    fn engine(toml: &str) -> Arc<Engine> {
+        let known = vec!["app.user_id".to_string()];
+        let set = super::super::spec::parse(toml, &known).expect("valid file");
+        Arc::new(Engine::new(set, &known, "pg_catalog, public", 16).expect("engine"))
+    }
+
+    const ORG: &str = r#"
+[[resolver]]
+name = "org"
+query = "SELECT org FROM m WHERE u = $1"
+params = ["app.user_id"]
+inject = { "app.org" = "org" }
+cache_ttl = 60
+"#;
+
+    fn row(cols: &[Option<&str>]) -> Vec<u8> {
+        let mut b = (cols.len() as i16).to_be_bytes().to_vec();
+        for c in cols {
+            match c {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v.as_bytes());
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b
+    }
+
+    fn desc(names: &[&str]) -> Vec<u8> {
+        let mut b = (names.len() as i16).to_be_bytes().to_vec();
+        for n in names {
+            b.extend_from_slice(n.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&[0u8; 18]);
+        }
+        b
+    }
+
+    fn error(code: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (k, v) in [(b'S', "ERROR"), (b'C', code), (b'M', "boom")] {
+            b.push(k);
+            b.extend_from_slice(v.as_bytes());
+            b.push(0);
+        }
+        b.push(0);
+        b
+    }
+
+    /// The answers of one successful cycle with `rows` and a column `org`.
+    fn answers(rows: &[Option<&str>], suspended: bool) -> Vec<(u8, Vec<u8>)> {
+        let mut a = vec![
+            (tag::PARSE_COMPLETE, vec![]),
+            (tag::BIND_COMPLETE, vec![]),
+            (tag::DATA_ROW, row(&[Some("x")])),
+            (tag::COMMAND_COMPLETE, b"SELECT 1\0".to_vec()),
+            (tag::PARSE_COMPLETE, vec![]),
+            (tag::BIND_COMPLETE, vec![]),
+            (tag::ROW_DESCRIPTION, desc(&["org"])),
+        ];
+        for r in rows {
+            a.push((tag::DATA_ROW, row(&[*r])));
+        }
+        if suspended {
+            a.push((tag::PORTAL_SUSPENDED, vec![]));
+        } else {
+            a.push((tag::COMMAND_COMPLETE, b"SELECT 1\0".to_vec()));
+        }
+        a.push((tag::READY_FOR_QUERY, b"I".to_vec()));
+        a
+    }
+
+    fn feed_all(run: &mut Run, msgs: &[(u8, Vec<u8>)], now: Instant) -> Fed {
+        let mut last = Fed::More;
+        for (i, (t, b)) in msgs.iter().enumerate() {
+            last = run.feed(*t, b, now).expect("valid answer");
+            if i + 1 < msgs.len() {
+                assert_eq!(last, Fed::More, "message {i}");
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn one_cycle_then_cache_hit() {
+        let e = engine(ORG);
+        let now = Instant::now();
+        let mut run = Run::new(Arc::clone(&e), &["u1".to_string()]);
+        let mut out = Vec::new();
+        assert!(matches!(run.advance(&mut out, now).unwrap(), Next::Sent(_)));
+        // The params are bound, the query text is sent as written.
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("SELECT org FROM m WHERE u = $1"));
+        assert!(text.contains("search_path"));
+        assert!(text.contains("u1"));
+        assert_eq!(
+            feed_all(&mut run, &answers(&[Some("acme")], true), now),
+            Fed::CycleDone
+        );
+        assert_eq!(
+            run.advance(&mut out, now).unwrap(),
+            Next::Done(vec!["u1".into(), "acme".into()])
+        );
+        // Another session, same identity: no cycle at all.
+        let mut run2 = Run::new(Arc::clone(&e), &["u1".to_string()]);
+        let mut out2 = Vec::new();
+        assert_eq!(
+            run2.advance(&mut out2, now).unwrap(),
+            Next::Done(vec!["u1".into(), "acme".into()])
+        );
+        assert!(out2.is_empty());
+        assert_eq!((run2.hits, run2.misses), (1, 0));
+    }
+
+    #[test]
+    fn concurrent_miss_waits_for_the_leader() {
+        let e = engine(ORG);
+        let now = Instant::now();
+        let mut lead = Run::new(Arc::clone(&e), &["u".to_string()]);
+        let mut waiter = Run::new(Arc::clone(&e), &["u".to_string()]);
+        let (mut o1, mut o2) = (Vec::new(), Vec::new());
+        assert!(matches!(lead.advance(&mut o1, now).unwrap(), Next::Sent(_)));
+        let Next::Wait(at) = waiter.advance(&mut o2, now).unwrap() else {
+            panic!("the second miss waits");
+        };
+        assert!(o2.is_empty() && at > now);
+        let Next::Wait(at2) = waiter.advance(&mut o2, at).unwrap() else {
+            panic!("still waiting");
+        };
+        assert!(at2 - at > at - now, "the retry delay grows");
+        feed_all(&mut lead, &answers(&[Some("o")], true), now);
+        assert_eq!(
+            waiter.advance(&mut o2, at2).unwrap(),
+            Next::Done(vec!["u".into(), "o".into()])
+        );
+        assert!(o2.is_empty());
+    }
+
+    #[test]
+    fn leader_dropped_mid_cycle_frees_the_key() {
+        let e = engine(ORG);
+        let now = Instant::now();
+        let mut lead = Run::new(Arc::clone(&e), &["u".to_string()]);
+        let mut out = Vec::new();
+        assert!(matches!(
+            lead.advance(&mut out, now).unwrap(),
+            Next::Sent(_)
+        ));
+        drop(lead);
+        let mut next = Run::new(Arc::clone(&e), &["u".to_string()]);
+        assert!(matches!(
+            next.advance(&mut out, now).unwrap(),
+            Next::Sent(_)
+        ));
+    }
+
+    #[test]
+    fn refusals() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // Required, no row.
+        let e = engine(&ORG.replace("cache_ttl = 60", "required = true"));
+        let mut run = Run::new(Arc::clone(&e), &["u".to_string()]);
+        run.advance(&mut out, now).unwrap();
+        let Fed::Refused(r) = feed_all(&mut run, &answers(&[], false), now) else {
+            panic!("required without a row")
+        };
+        assert_eq!(r.code, "28000");
+        // Server error: its SQLSTATE; the cycle still ends at Z.
+        let mut run = Run::new(Arc::clone(&e), &["u".to_string()]);
+        run.advance(&mut out, now).unwrap();
+        assert_eq!(run.feed(tag::PARSE_COMPLETE, &[], now).unwrap(), Fed::More);
+        assert_eq!(
+            run.feed(tag::ERROR_RESPONSE, &error("42P01"), now).unwrap(),
+            Fed::More
+        );
+        assert!(
+            run.feed(tag::DATA_ROW, &row(&[]), now).is_err(),
+            "only Z after an error"
+        );
+        let mut run = Run::new(Arc::clone(&e), &["u".to_string()]);
+        run.advance(&mut out, now).unwrap();
+        run.feed(tag::ERROR_RESPONSE, &error("42P01"), now).unwrap();
+        let Fed::Refused(r) = run.feed(tag::READY_FOR_QUERY, b"I", now).unwrap() else {
+            panic!("error refuses")
+        };
+        assert_eq!(r.code, "42P01");
+        assert!(r.message.contains("resolver 'org' failed: boom"));
+        // rows = "one" with two rows.
+        let e = engine(&ORG.replace("cache_ttl = 60", "rows = \"one\""));
+        let mut run = Run::new(e, &["u".to_string()]);
+        run.advance(&mut out, now).unwrap();
+        let Fed::Refused(r) = feed_all(&mut run, &answers(&[Some("a"), Some("b")], true), now)
+        else {
+            panic!("two rows")
+        };
+        assert_eq!(r.code, "21000");
+        // A missing column.
+        let e = engine(&ORG.replace("\"org\" }", "\"nope\" }"));
+        let mut run = Run::new(e, &["u".to_string()]);
+        run.advance(&mut out, now).unwrap();
+        let Fed::Refused(r) = feed_all(&mut run, &answers(&[Some("a")], true), now) else {
+            panic!("missing column")
+        };
+        assert_eq!(r.code, "42703");
+    }
+
+    #[test]
+    fn stray_cancel_is_retried_once() {
+        let e = engine(&ORG.replace("cache_ttl = 60", "timeout = 10"));
+        let now = Instant::now();
+        let mut run = Run::new(e, &["u".to_string()]);
+        let mut out = Vec::new();
+        run.advance(&mut out, now).unwrap();
+        run.feed(tag::ERROR_RESPONSE, &error("57014"), now).unwrap();
+        assert_eq!(
+            run.feed(tag::READY_FOR_QUERY, b"I", now).unwrap(),
+            Fed::CycleDone
+        );
+        out.clear();
+        assert!(matches!(run.advance(&mut out, now).unwrap(), Next::Sent(_)));
+        assert!(!out.is_empty(), "sent again");
+        run.feed(tag::ERROR_RESPONSE, &error("57014"), now).unwrap();
+        let Fed::Refused(r) = run.feed(tag::READY_FOR_QUERY, b"I", now).unwrap() else {
+            panic!("a second cancel refuses")
+        };
+        assert_eq!(r.code, "57014");
+    }
+
+    #[test]
+    fn array_rows_and_null_input() {
+        let toml = r#"
+[[resolver]]
+name = "items"
+query = "SELECT org FROM m WHERE u = $1"
+params = ["app.user_id"]
+inject = { "app.items" = "org" }
+rows = "array"
+
+[[resolver]]
+name = "after"
+depends_on = ["items"]
+query = "SELECT $1 AS org"
+params = ["app.items"]
+inject = { "app.after" = "org" }
+"#;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let e = engine(toml);
+        let mut run = Run::new(Arc::clone(&e), &["u".to_string()]);
+        run.advance(&mut out, now).unwrap();
+        feed_all(
+            &mut run,
+            &answers(&[Some("a"), None, Some("b \"c\"")], false),
+            now,
+        );
+        run.advance(&mut out, now).unwrap();
+        feed_all(&mut run, &answers(&[Some("z")], true), now);
+        let Next::Done(v) = run.advance(&mut out, now).unwrap() else {
+            panic!("done")
+        };
+        assert_eq!(v[1], r#"{"a","b \"c\""}"#);
+        assert_eq!(v[2], "z");
+        // No row for the array: NULL, so the optional second resolver is skipped.
+        let mut run = Run::new(e, &["v".to_string()]);
+        out.clear();
+        run.advance(&mut out, now).unwrap();
+        feed_all(&mut run, &answers(&[], false), now);
+        let n = out.len();
+        assert_eq!(
+            run.advance(&mut out, now).unwrap(),
+            Next::Done(vec!["v".into(), String::new(), String::new()])
+        );
+        assert_eq!(out.len(), n, "the skipped resolver sent nothing");
+    }
 }
