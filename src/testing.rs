@@ -1125,8 +1125,9 @@ pub const CONN_OUTPUT_MAX: usize = 1 << 20;
 const CONN_DRIVE_BUDGET: usize = 64;
 
 /// The fixed session configurations `conn_ops_oracle` chooses from (first
-/// byte). 0..=2 have TLS disabled; 3..=6 enable client and upstream TLS
-/// (new ones are appended, so committed inputs keep their configuration).
+/// byte). 0..=2 have TLS disabled; 3..=6 enable client and upstream TLS; 7
+/// runs context resolvers (new ones are appended, so committed inputs keep
+/// their configuration).
 pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
     use crate::conn::{ClientTlsMode, SessionConfig, UpstreamTlsMode};
     use std::time::Duration;
@@ -1184,9 +1185,45 @@ pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
             client_tls: ClientTlsMode::Require,
             upstream_tls: UpstreamTlsMode::Direct,
             limits: SMALL_LIMITS,
+            ..base.clone()
+        },
+        SessionConfig {
+            // resolvers: the `Resolving` phase and its cycles
+            context_variables: vec!["app.user_id".into()],
+            resolvers: conn_ops_resolvers(),
+            handshake_timeout: Duration::from_secs(2),
             ..base
         },
     ]
+}
+
+/// Two resolvers (one cached, one an array) for the resolver configuration
+/// of `conn_ops_configs`.
+fn conn_ops_resolvers() -> Option<std::sync::Arc<crate::resolver::run::Engine>> {
+    const FILE: &str = r#"
+[[resolver]]
+name = "org"
+query = "SELECT org FROM m WHERE u = $1"
+params = ["app.user_id"]
+inject = { "app.org" = "org" }
+required = true
+cache_ttl = 1
+timeout = 1
+
+[[resolver]]
+name = "items"
+depends_on = ["org"]
+query = "SELECT org FROM i WHERE o = $1"
+params = ["app.org"]
+inject = { "app.items" = "org" }
+rows = "array"
+timeout = 1
+"#;
+    let known = vec!["app.user_id".to_string()];
+    let set = crate::resolver::spec::parse(FILE, &known).ok()?;
+    crate::resolver::run::Engine::new(set, &known, "pg_catalog", 4)
+        .ok()
+        .map(std::sync::Arc::new)
 }
 
 /// The nonce the emulated reactor hands to `handle_client_tls_started`.
@@ -1837,6 +1874,14 @@ impl ConnHarness {
                     );
                     batch = true;
                 }
+                // Resolver cycles describe their portal.
+                tag::DESCRIBE if self.cfg.resolvers.is_some() => {
+                    assert!(
+                        auth_ok && rfq,
+                        "resolver cycle before AuthenticationOk and Z"
+                    );
+                    batch = true;
+                }
                 other => panic!(
                     "message {} reached the server before the context was set",
                     crate::protocol::TagDisplay(other)
@@ -2152,6 +2197,54 @@ inject = { "app.col" = "col" }
         "conn_ops",
         "scram-session",
         encode_conn_ops(0, &scram_session),
+    ));
+    // Config 7: two resolver cycles (a row, then an array of two rows and a
+    // NULL), then the context batch, then the session; the client leaves.
+    let cycle = |rows: &[&[u8]]| -> Vec<u8> {
+        let mut o = Vec::new();
+        o.extend_from_slice(b"1\0\0\0\x042\0\0\0\x04");
+        o.extend_from_slice(b"D\0\0\0\x0a\0\x01\0\0\0\0");
+        o.extend_from_slice(b"C\0\0\0\x0dSELECT 1\0");
+        o.extend_from_slice(b"1\0\0\0\x042\0\0\0\x04");
+        o.extend_from_slice(
+            b"T\0\0\0\x1c\0\x01org\0\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0",
+        );
+        for r in rows {
+            o.push(b'D');
+            o.extend_from_slice(&(10 + r.len() as u32).to_be_bytes());
+            o.extend_from_slice(&1u16.to_be_bytes());
+            if r.is_empty() {
+                o.extend_from_slice(&(-1i32).to_be_bytes());
+            } else {
+                o.extend_from_slice(&(r.len() as u32).to_be_bytes());
+                o.extend_from_slice(r);
+            }
+        }
+        o.extend_from_slice(b"C\0\0\0\x0dSELECT 1\0");
+        encode::ready_for_query(&mut o, b'I');
+        o
+    };
+    let resolved_session = wall(&[
+        ClientBytes(psql_startup(b"app_user.u1", PROTOCOL_3_0)),
+        ServerConnected,
+        WriteServer(0),
+        ServerCanned(0),
+        ServerCanned(8),
+        WriteServer(0),
+        ServerBytes(cycle(&[b"acme"])),
+        WriteServer(0),
+        ServerBytes(cycle(&[b"a", b"", b"b"])),
+        WriteServer(0),
+        ServerCanned(9),
+        WriteClient(0),
+        ClientCanned(9),
+        WriteServer(0),
+        ClientEof,
+    ]);
+    v.push((
+        "conn_ops",
+        "resolved-session",
+        encode_conn_ops(7, &resolved_session),
     ));
     let md5_session = wall(&[
         ClientCanned(10),
@@ -2646,6 +2739,7 @@ mod tests {
                 Some(CloseReason::HandshakeTimeout),
             ),
             ("connect-timeout", false, Some(CloseReason::ConnectTimeout)),
+            ("resolved-session", true, Some(CloseReason::ClientEof)),
         ];
         let seeds = seed_corpus();
         for (name, started, closed) in want {
