@@ -1,4 +1,5 @@
--- Fixtures of the integration suite; run as superuser after sql/setup.sql.
+-- Fixtures of the integration suite; run as superuser after sql/setup.sql and
+-- sql/helpers.sql (tests/common/fixtures.rs loads all three).
 -- Idempotent (tables are re-created, roles created or updated).
 
 \set ON_ERROR_STOP 1
@@ -97,3 +98,52 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Resolver fixtures, as in pgvpd 1.0's suite: the test user is an active admin
+-- of org 1111... and an inactive viewer of org 9999... (a resolver selecting
+-- active memberships finds exactly one row). Resolvers read these tables, so
+-- app_user may SELECT them; they are not row-protected.
+DROP TABLE IF EXISTS org_memberships, team_memberships, teams CASCADE;
+CREATE TABLE org_memberships (
+    user_id   uuid    NOT NULL,
+    org_id    uuid    NOT NULL,
+    role      text    NOT NULL,
+    is_active boolean NOT NULL DEFAULT true
+);
+INSERT INTO org_memberships (user_id, org_id, role, is_active) VALUES
+    ('aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee', '11111111-2222-3333-4444-555555555555', 'admin',  true),
+    ('aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee', '99999999-9999-9999-9999-999999999999', 'viewer', false);
+CREATE TABLE teams (
+    id     uuid PRIMARY KEY,
+    org_id uuid NOT NULL,
+    name   text NOT NULL
+);
+INSERT INTO teams (id, org_id, name) VALUES
+    ('cccccccc-0000-0000-0000-000000000001', '11111111-2222-3333-4444-555555555555', 'Platform'),
+    ('cccccccc-0000-0000-0000-000000000002', '11111111-2222-3333-4444-555555555555', 'Support');
+CREATE TABLE team_memberships (
+    user_id uuid NOT NULL,
+    team_id uuid NOT NULL REFERENCES teams (id)
+);
+INSERT INTO team_memberships (user_id, team_id) VALUES
+    ('aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee', 'cccccccc-0000-0000-0000-000000000001'),
+    ('aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee', 'cccccccc-0000-0000-0000-000000000002');
+GRANT SELECT ON org_memberships, team_memberships, teams TO app_user;
+
+-- ACL fixture for pgvpd_protect_acl (the tests protect it themselves): one
+-- case created by the test user in org 1111..., one by someone else in the
+-- same org, one by someone else in org 9999...
+DROP TABLE IF EXISTS acl_cases CASCADE;
+CREATE TABLE acl_cases (
+    id         uuid PRIMARY KEY,
+    title      text NOT NULL,
+    creator_id uuid NOT NULL,
+    org_id     uuid NOT NULL
+);
+INSERT INTO acl_cases (id, title, creator_id, org_id) VALUES
+    ('aaaaaaaa-0000-0000-0000-000000000001', 'Case owned by test user',
+     'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee', '11111111-2222-3333-4444-555555555555'),
+    ('aaaaaaaa-0000-0000-0000-000000000002', 'Case by colleague in same org',
+     'bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', '11111111-2222-3333-4444-555555555555'),
+    ('aaaaaaaa-0000-0000-0000-000000000003', 'Case in other org',
+     'bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', '99999999-9999-9999-9999-999999999999');

@@ -64,6 +64,9 @@ const CASES: &[Case] = &[
     ("cli_config_errors_and_check", cli_config_errors_and_check),
     ("sql_kit_direct", sql_kit_direct),
     ("setup_sql_idempotent", setup_sql_idempotent),
+    ("sql_helpers_direct", sql_helpers_direct),
+    ("sql_protect_acl", sql_protect_acl),
+    ("sql_helpers_upgrade", sql_helpers_upgrade),
 ];
 
 fn main() {
@@ -1170,4 +1173,860 @@ fn setup_sql_idempotent(ctx: &Ctx) {
         "2"
     );
     p.assert_alive();
+}
+
+// ---------------------------------------------------------------- sql/helpers.sql
+
+/// The test user and the acl_cases ids of `tests/fixtures.sql`.
+const ACL_USER: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+const ACL_ORG: &str = "11111111-2222-3333-4444-555555555555";
+const ACL_OTHER_ORG: &str = "99999999-9999-9999-9999-999999999999";
+const ACL_CASE_3: &str = "aaaaaaaa-0000-0000-0000-000000000003";
+const ZERO_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// `s` as a SQL string literal (standard_conforming_strings: only `'` doubles).
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `SET ROLE app_user`, then `SET variable = 'value'` for each pair, then `sql`.
+fn as_app_with(ctx: &Ctx, vars: &[(&str, &str)], sql: &str) -> String {
+    ctx.cluster.sql(&app_sql(vars, sql))
+}
+
+fn app_sql(vars: &[(&str, &str)], sql: &str) -> String {
+    let mut s = String::from("SET ROLE app_user;");
+    for (k, v) in vars {
+        s.push_str(&format!(" SET {k} = {};", lit(v)));
+    }
+    s.push(' ');
+    s.push_str(sql);
+    s
+}
+
+/// The helpers on their own: pgvpd 1.0's checks 6.1-6.7 plus list forms,
+/// whitespace, malformed input, unset variables, volatility and inlining.
+fn sql_helpers_direct(ctx: &Ctx) {
+    let cl = &ctx.cluster;
+    let u1 = "11111111-1111-1111-1111-111111111111";
+    let u2 = "22222222-2222-2222-2222-222222222222";
+
+    // 6.1 / 6.2
+    assert_eq!(
+        as_app_with(ctx, &[("app.x", "hello")], "SELECT pgvpd_context('app.x')"),
+        "hello"
+    );
+    assert_eq!(cl.sql("SELECT pgvpd_context('app.unset_var')"), "");
+    assert_eq!(cl.sql("SELECT pgvpd_context('app.unset_var') IS NULL"), "t");
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.x", "")],
+            "SELECT pgvpd_context('app.x') IS NULL"
+        ),
+        "t",
+        "empty means unset"
+    );
+    // 6.3
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.ids", "a,b,c")],
+            "SELECT pgvpd_context_array('app.ids')"
+        ),
+        "{a,b,c}"
+    );
+    // 6.4 / 6.5 / 6.7
+    let two = format!("{u1},{u2}");
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.ids", &two)],
+            &format!("SELECT pgvpd_context_contains('app.ids', '{u1}')")
+        ),
+        "t"
+    );
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.ids", &two)],
+            &format!("SELECT pgvpd_context_contains('app.ids', '{ZERO_UUID}')")
+        ),
+        "f"
+    );
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.ids", &two)],
+            "SELECT pgvpd_context_uuid_array('app.ids')"
+        ),
+        format!("{{{u1},{u2}}}")
+    );
+    // 6.6
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.roles", "admin,viewer")],
+            "SELECT pgvpd_context_text_contains('app.roles', 'admin'), \
+             pgvpd_context_text_contains('app.roles', 'owner')"
+        ),
+        "t|f"
+    );
+
+    // Braced form (array_agg(x)::text in a resolver) and whitespace: same answers.
+    for v in [
+        format!("{{{u1},{u2}}}"),
+        format!("  {{ {u1} ,\t{u2} }} "),
+        format!(" {u1} ,, {u2} ,"),
+        format!("{{{},{}}}", u1.to_uppercase(), u2),
+    ] {
+        assert_eq!(
+            as_app_with(
+                ctx,
+                &[("app.ids", &v)],
+                &format!(
+                    "SELECT pgvpd_context_uuid_array('app.ids'), \
+                     pgvpd_context_contains('app.ids', '{u1}'), \
+                     pgvpd_context_contains('app.ids', '{u2}'), \
+                     pgvpd_context_contains('app.ids', '{ZERO_UUID}')"
+                )
+            ),
+            format!("{{{u1},{u2}}}|t|t|f"),
+            "{v:?}"
+        );
+    }
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.roles", "{admin, \"team lead\", \"a,b\"}")],
+            "SELECT pgvpd_context_array('app.roles'), \
+             pgvpd_context_text_contains('app.roles', 'team lead'), \
+             pgvpd_context_text_contains('app.roles', 'a,b'), \
+             pgvpd_context_text_contains('app.roles', 'a')"
+        ),
+        "{admin,\"team lead\",\"a,b\"}|t|t|f"
+    );
+
+    // The resolvers' `rows = "array"` form: every element quoted, `"` and `\` escaped.
+    let quoted = format!("{{\"{u1}\",\"{u2}\"}}");
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.ids", &quoted)],
+            &format!(
+                "SELECT pgvpd_context_uuid_array('app.ids'), pgvpd_context_contains('app.ids', '{u2}')"
+            )
+        ),
+        format!("{{{u1},{u2}}}|t")
+    );
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.items", r#"{"a","b,c","quote\"d","back\\slash",""}"#)],
+            "SELECT cardinality(pgvpd_context_array('app.items')), \
+             pgvpd_context_text_contains('app.items', 'b,c'), \
+             pgvpd_context_text_contains('app.items', 'quote\"d'), \
+             pgvpd_context_text_contains('app.items', 'back\\slash'), \
+             pgvpd_context_text_contains('app.items', 'b')"
+        ),
+        "4|t|t|t|f"
+    );
+
+    // Malformed uuid elements are dropped (no match, no error); the rest work.
+    for bad in [
+        "not-a-uuid",
+        "1111",
+        "11111111-1111-1111-1111-11111111111g",
+        "' OR true --",
+        "x}",
+    ] {
+        let v = format!("{bad},{u2}");
+        assert_eq!(
+            as_app_with(
+                ctx,
+                &[("app.ids", &v)],
+                &format!(
+                    "SELECT pgvpd_context_uuid_array('app.ids'), \
+                     pgvpd_context_contains('app.ids', '{u2}'), \
+                     pgvpd_context_contains('app.ids', '{u1}')"
+                )
+            ),
+            format!("{{{u2}}}|t|f"),
+            "{v:?}"
+        );
+    }
+    // Only malformed elements: an empty array, contains false.
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.ids", "garbage,11111111111111111111111111111111")],
+            &format!(
+                "SELECT pgvpd_context_uuid_array('app.ids'), pgvpd_context_contains('app.ids', '{u1}')"
+            )
+        ),
+        "{}|f"
+    );
+    // A malformed braced list: NULL arrays, false tests, no error.
+    for bad in [
+        format!("{{\"{u1}"),
+        format!("{{{u1}"),
+        format!("{{{{{u1}}}}}"),
+    ] {
+        assert_eq!(
+            as_app_with(
+                ctx,
+                &[("app.ids", &bad)],
+                &format!(
+                    "SELECT pgvpd_context_array('app.ids') IS NULL, \
+                     pgvpd_context_uuid_array('app.ids') IS NULL, \
+                     pgvpd_context_contains('app.ids', '{u1}'), \
+                     pgvpd_context_text_contains('app.ids', '{u1}')"
+                )
+            ),
+            "t|t|f|f",
+            "{bad:?}"
+        );
+    }
+    // Unset and empty: NULL arrays, and false (not NULL) membership, also for a NULL value.
+    for vars in [&[][..], &[("app.ids", "")][..]] {
+        assert_eq!(
+            as_app_with(
+                ctx,
+                vars,
+                &format!(
+                    "SELECT pgvpd_context_array('app.ids') IS NULL, \
+                     pgvpd_context_uuid_array('app.ids') IS NULL, \
+                     pgvpd_context_contains('app.ids', '{u1}'), \
+                     pgvpd_context_contains('app.ids', NULL), \
+                     pgvpd_context_text_contains('app.ids', 'a'), \
+                     pgvpd_context_text_contains('app.ids', NULL)"
+                )
+            ),
+            "t|t|f|f|f|f",
+            "{vars:?}"
+        );
+    }
+
+    // The list grammar (pgvpd_split_list), exactly.
+    let cases: &[(Option<&str>, &str)] = &[
+        (None, "<null>"),
+        (Some(""), "{}"),
+        (Some(" \t "), "{}"),
+        (Some(","), "{}"),
+        (Some("a,b,c"), "{a,b,c}"),
+        (Some(" a , b ,,c, "), "{a,b,c}"),
+        (Some("a b, c"), "{\"a b\",c}"),
+        (Some("a,NULL"), "{a,\"NULL\"}"),
+        (Some("a,\"b"), "{a,\"\\\"b\"}"),
+        (
+            Some("'; DROP TABLE tenants; --"),
+            "{\"'; DROP TABLE tenants; --\"}",
+        ),
+        (Some("{a,b}"), "{a,b}"),
+        (Some("{ a , b }"), "{a,b}"),
+        (Some("\t{a}\n"), "{a}"),
+        (Some("{}"), "{}"),
+        (Some("{ }"), "{}"),
+        (Some("{a,,b}"), "{a,b}"),
+        (Some("{a, b,}"), "{a,b}"),
+        (Some("{\"a,b\",c}"), "{\"a,b\",c}"),
+        (Some("{\" a \"}"), "{\" a \"}"),
+        (Some("{\"a\\\"b\"}"), "{\"a\\\"b\"}"),
+        (Some("{NULL,x,\"\"}"), "{x}"),
+        (Some("{\"NULL\"}"), "{\"NULL\"}"),
+        (Some("{\"a,b}"), "<null>"),
+        (Some("{\"a\" \"b\"}"), "<null>"),
+        (Some("{a\\,b}"), "<null>"),
+        (Some("{{a},{b}}"), "<null>"),
+        (Some("[1:2]={a,b}"), "<null>"),
+        (Some("{a"), "<null>"),
+        (Some("a}"), "<null>"),
+    ];
+    for (input, want) in cases {
+        let arg = input.map_or("NULL".to_string(), lit);
+        assert_eq!(
+            cl.sql(&format!(
+                "SELECT COALESCE(pgvpd_split_list({arg})::text, '<null>')"
+            )),
+            *want,
+            "pgvpd_split_list({input:?})"
+        );
+    }
+
+    // Volatility, language, security and configuration of every function.
+    let procs = cl.sql(
+        "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
+                p.provolatile, p.proparallel, l.lanname, p.prosecdef, p.proconfig IS NULL \
+         FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
+         WHERE p.proname IN ('pgvpd_context', 'pgvpd_context_array', 'pgvpd_context_uuid_array', \
+                             'pgvpd_context_contains', 'pgvpd_context_text_contains', \
+                             'pgvpd_split_list', 'pgvpd_protect_acl') \
+         ORDER BY 1",
+    );
+    assert_eq!(
+        procs,
+        "pgvpd_context(var_name text)|s|s|sql|f|t\n\
+         pgvpd_context_array(var_name text)|s|s|sql|f|t\n\
+         pgvpd_context_contains(var_name text, val uuid)|s|s|sql|f|t\n\
+         pgvpd_context_text_contains(var_name text, val text)|s|s|sql|f|t\n\
+         pgvpd_context_uuid_array(var_name text)|s|s|sql|f|t\n\
+         pgvpd_protect_acl(target_table text, paths jsonb)|v|u|sql|f|t\n\
+         pgvpd_protect_acl(target_table text, paths jsonb, trust_raw_when boolean)|v|u|plpgsql|f|t\n\
+         pgvpd_split_list(list text)|s|s|sql|f|t"
+    );
+    // The scalar accessors and the membership tests inline: the plan shows
+    // current_setting(), no pgvpd_ function call per row.
+    let plan = cl.sql(
+        "EXPLAIN (VERBOSE, COSTS OFF) SELECT pgvpd_context('app.x'), pgvpd_context_array('app.x'), \
+         pgvpd_context_contains('app.x', id), pgvpd_context_text_contains('app.x', title) FROM acl_cases",
+    );
+    assert!(
+        plan.contains("current_setting") && !plan.contains("pgvpd_"),
+        "not inlined:\n{plan}"
+    );
+
+    // Re-running the file (twice) keeps everything working.
+    cl.sql_file(&common::fixtures::helpers_sql_path());
+    cl.sql_file(&common::fixtures::helpers_sql_path());
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.ids", &format!("{{{u1}}}"))],
+            &format!("SELECT pgvpd_context_contains('app.ids', '{u1}')")
+        ),
+        "t"
+    );
+    assert_eq!(
+        cl.sql(
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('pgvpd_context', 'pgvpd_context_array', \
+             'pgvpd_context_uuid_array', 'pgvpd_context_contains', 'pgvpd_context_text_contains', \
+             'pgvpd_split_list', 'pgvpd_protect_acl')"
+        ),
+        "8",
+        "no duplicate overloads"
+    );
+}
+
+/// Policy text for pgvpd 1.0's check 6.8a: owner, explicit grants, org admins.
+const ACL_PATHS: &str = r#"[
+    {"column": "creator_id", "type": "uuid",       "var": "app.user_id"},
+    {"column": "id",         "type": "uuid_array", "var": "app.granted_case_ids"},
+    {"column": "org_id",     "type": "uuid",       "var": "app.org_id",
+     "when": "pgvpd_context('app.org_role') = 'admin'"}
+]"#;
+
+/// Titles visible to app_user with these context values (other ACL variables empty).
+fn acl_titles(ctx: &Ctx, vars: &[(&str, &str)]) -> String {
+    let mut all: Vec<(&str, &str)> = vec![
+        ("app.user_id", ""),
+        ("app.granted_case_ids", ""),
+        ("app.org_id", ""),
+        ("app.org_role", ""),
+    ];
+    for (k, v) in vars {
+        all.retain(|(n, _)| n != k);
+        all.push((k, v));
+    }
+    as_app_with(ctx, &all, "SELECT title FROM acl_cases ORDER BY title")
+}
+
+fn protect_acl_err(ctx: &Ctx, table: &str, paths: &str, extra: &str) -> String {
+    ctx.cluster
+        .try_sql(&format!(
+            "SELECT pgvpd_protect_acl({}, {}{extra})",
+            lit(table),
+            lit(paths)
+        ))
+        .expect_err(&format!(
+            "pgvpd_protect_acl({table}, {paths}{extra}) must fail"
+        ))
+}
+
+/// pgvpd_protect_acl: pgvpd 1.0's checks 6.8a-6.8d, then the fixes (init-plan
+/// form, validation, restricted `when`, schema-qualified tables).
+fn sql_protect_acl(ctx: &Ctx) {
+    let cl = &ctx.cluster;
+    let (_, notices) = cl.sql_with_notices(&format!(
+        "SELECT pgvpd_protect_acl('acl_cases', {})",
+        lit(ACL_PATHS)
+    ));
+    assert!(
+        notices.contains("with 3 ACL path(s): policy pgvpd_acl_acl_cases"),
+        "{notices}"
+    );
+    assert!(!notices.contains("WARNING"), "{notices}");
+    // 6.8a
+    assert_eq!(
+        cl.sql("SELECT policyname, roles, cmd, permissive FROM pg_policies WHERE tablename = 'acl_cases'"),
+        "pgvpd_acl_acl_cases|{app_user}|ALL|PERMISSIVE"
+    );
+    assert_eq!(
+        cl.sql("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'acl_cases'::regclass"),
+        "t|t"
+    );
+    // 6.8b: the creator sees their own case only.
+    assert_eq!(
+        acl_titles(ctx, &[("app.user_id", ACL_USER)]),
+        "Case owned by test user"
+    );
+    // 6.8c: an org admin sees the org's cases, not the other org's.
+    assert_eq!(
+        acl_titles(
+            ctx,
+            &[
+                ("app.user_id", ZERO_UUID),
+                ("app.org_id", ACL_ORG),
+                ("app.org_role", "admin")
+            ]
+        ),
+        "Case by colleague in same org\nCase owned by test user"
+    );
+    // 6.8d: an explicit grant.
+    assert_eq!(
+        acl_titles(
+            ctx,
+            &[
+                ("app.user_id", ZERO_UUID),
+                ("app.granted_case_ids", ACL_CASE_3)
+            ]
+        ),
+        "Case in other org"
+    );
+    // The `when` gate: a viewer of the org sees nothing through the org path.
+    assert_eq!(
+        acl_titles(ctx, &[("app.org_id", ACL_ORG), ("app.org_role", "viewer")]),
+        ""
+    );
+    // Nothing set (or never set at all): nothing visible.
+    assert_eq!(acl_titles(ctx, &[]), "");
+    assert_eq!(as_app_with(ctx, &[], "SELECT count(*) FROM acl_cases"), "0");
+    // Malformed values: no rows, no error.
+    assert_eq!(
+        acl_titles(
+            ctx,
+            &[
+                ("app.user_id", "garbage"),
+                ("app.granted_case_ids", "{\"unterminated"),
+                ("app.org_id", "' OR true --"),
+                ("app.org_role", "admin")
+            ]
+        ),
+        ""
+    );
+    // A braced grant list as array_agg()::text produces it, and a bad element beside good ones.
+    assert_eq!(
+        acl_titles(
+            ctx,
+            &[(
+                "app.granted_case_ids",
+                "{aaaaaaaa-0000-0000-0000-000000000001,bad,AAAAAAAA-0000-0000-0000-000000000003}"
+            )]
+        ),
+        "Case in other org\nCase owned by test user"
+    );
+    // WITH CHECK equals USING: no writing a row one could not see.
+    let err = cl
+        .try_sql(&app_sql(
+            &[("app.user_id", ACL_USER)],
+            &format!(
+                "INSERT INTO acl_cases VALUES (gen_random_uuid(), 'x', '{ZERO_UUID}', '{ACL_OTHER_ORG}')"
+            ),
+        ))
+        .expect_err("insert of another user's case must fail");
+    assert!(err.contains("row-level security"), "{err}");
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.user_id", ACL_USER)],
+            &format!(
+                "INSERT INTO acl_cases VALUES (gen_random_uuid(), 'mine', '{ACL_USER}', '{ACL_OTHER_ORG}'); \
+                 DELETE FROM acl_cases WHERE title = 'mine' RETURNING title"
+            )
+        ),
+        "mine"
+    );
+
+    // The policy reads each variable in a scalar sub-select (init plan), and
+    // WITH CHECK is the same expression.
+    let qual = cl.sql("SELECT qual FROM pg_policies WHERE tablename = 'acl_cases'");
+    for part in [
+        "(creator_id = ( SELECT pgvpd_try_uuid(pgvpd_context('app.user_id'::text)) AS pgvpd_try_uuid))",
+        "(id = ANY (( SELECT pgvpd_context_uuid_array('app.granted_case_ids'::text) AS pgvpd_context_uuid_array)::uuid[]))",
+        "(org_id = ( SELECT pgvpd_try_uuid(pgvpd_context('app.org_id'::text)) AS pgvpd_try_uuid))",
+        "(( SELECT pgvpd_context('app.org_role'::text) AS pgvpd_context) = 'admin'::text)",
+    ] {
+        assert!(qual.contains(part), "{part} not in {qual}");
+    }
+    assert_eq!(
+        cl.sql("SELECT qual = with_check FROM pg_policies WHERE tablename = 'acl_cases'"),
+        "t"
+    );
+    // The plan: four InitPlans (each variable read once per query), the
+    // filter compares columns with their results, no function call per row.
+    let plan = as_app_with(
+        ctx,
+        &[("app.user_id", ACL_USER)],
+        "EXPLAIN (COSTS OFF) SELECT * FROM acl_cases",
+    );
+    assert_eq!(plan.matches("InitPlan").count(), 4, "{plan}");
+    let filter = plan
+        .lines()
+        .find(|l| l.contains("Filter:"))
+        .unwrap_or_else(|| panic!("no Filter in\n{plan}"));
+    assert!(
+        filter.contains("(creator_id = $0)") && !filter.contains("pgvpd_"),
+        "{plan}"
+    );
+    // An index on the column is usable: the column is compared with the
+    // init-plan value, a constant for the executor.
+    cl.sql(&format!(
+        "DROP TABLE IF EXISTS acl_idx; \
+         CREATE TABLE acl_idx (id serial, owner uuid); \
+         CREATE INDEX acl_idx_owner ON acl_idx (owner); \
+         INSERT INTO acl_idx (owner) SELECT '{ACL_USER}' FROM generate_series(1, 3); \
+         SELECT pgvpd_protect_acl('acl_idx', '[{{\"column\": \"owner\", \"type\": \"uuid\", \"var\": \"app.user_id\"}}]')"
+    ));
+    let plan = as_app_with(
+        ctx,
+        &[("app.user_id", ACL_USER)],
+        "SET enable_seqscan = off; EXPLAIN (COSTS OFF) SELECT * FROM acl_idx",
+    );
+    assert!(
+        plan.contains("InitPlan") && plan.contains("Index Cond: (owner = $0)"),
+        "{plan}"
+    );
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.user_id", ACL_USER)],
+            "SELECT count(*) FROM acl_idx"
+        ),
+        "3"
+    );
+    cl.sql("DROP TABLE acl_idx");
+
+    // ---- Rejections: each leaves the existing policy untouched.
+    let p = r#"{"column": "creator_id", "type": "uuid", "var": "app.user_id"}"#;
+    let one = |extra_key: &str| format!("[{}{extra_key}}}]", &p[..p.len() - 1]);
+    let cases: Vec<(String, &str)> =
+        vec![
+        ("[]".into(), "paths array is empty"),
+        ("{}".into(), "paths must be a JSON array"),
+        ("[1]".into(), "path 1: must be a JSON object"),
+        (
+            r#"[{"column": "creator_id", "type": "uuid_list", "var": "app.user_id"}]"#.into(),
+            "path 1: unknown type 'uuid_list'",
+        ),
+        (
+            r#"[{"column": "creator_id", "var": "app.user_id"}]"#.into(),
+            "\"type\" is required",
+        ),
+        (one(r#", "using": "true""#), "path 1: unknown key \"using\""),
+        (
+            format!(r#"[{p}, {{"column": "org_id", "type": "text", "var": "app.org_id"}}]"#),
+            "path 2: column org_id has type uuid, type text needs a text, varchar or char column",
+        ),
+        (
+            r#"[{"column": "title", "type": "uuid", "var": "app.x"}]"#.into(),
+            "column title has type text, type uuid needs a uuid column",
+        ),
+        // Injection through names.
+        (
+            r#"[{"column": "id) OR (true", "type": "uuid", "var": "app.user_id"}]"#.into(),
+            "column \"id) OR (true\" does not exist",
+        ),
+        (
+            r#"[{"column": "creator_id", "type": "uuid", "var": "app.user_id') OR true OR ('"}]"#
+                .into(),
+            "invalid variable name",
+        ),
+        (
+            r#"[{"column": "creator_id", "type": "uuid", "var": "user_id"}]"#.into(),
+            "invalid variable name 'user_id'",
+        ),
+        (
+            r#"[{"column": "creator_id", "type": "uuid", "var": "app.user id"}]"#.into(),
+            "invalid variable name",
+        ),
+        (
+            r#"[{"column": "creator_id", "type": "uuid", "var": "1app.x"}]"#.into(),
+            "invalid variable name",
+        ),
+        // Raw SQL in `when` is refused without the trust flag.
+        (one(r#", "when": "true OR 1=1""#), "\"when\" is not a recognised condition"),
+        (
+            one(r#", "when": "pgvpd_context('app.org_role') = 'admin' OR true""#),
+            "not a recognised condition",
+        ),
+        (
+            one(r#", "when": "pgvpd_context('app.x'') OR true OR (''') = 'admin'""#),
+            "not a recognised condition",
+        ),
+        (
+            one(r#", "when": "current_setting('app.org_role') = 'admin'""#),
+            "not a recognised condition",
+        ),
+        (one(r#", "when": null"#), "\"when\" must be an object or a string, got null"),
+        (one(r#", "when": true"#), "\"when\" must be an object or a string"),
+        (
+            one(r#", "when": {"var": "app.role", "op": "~", "value": "a"}"#),
+            "unknown op '~'",
+        ),
+        (
+            one(r#", "when": {"var": "app.role", "value": "a", "sql": "true"}"#),
+            "unknown key \"sql\" in \"when\"",
+        ),
+        (
+            one(r#", "when": {"var": "app.role') OR true --", "value": "a"}"#),
+            "\"when\" needs \"var\"",
+        ),
+        (
+            one(r#", "when": {"var": "app.role", "op": "in", "value": []}"#),
+            "non-empty array of strings",
+        ),
+        (
+            one(r#", "when": {"var": "app.role", "op": "=", "value": 1}"#),
+            "must be a string for op =",
+        ),
+    ];
+    let before = cl.sql("SELECT qual FROM pg_policies WHERE tablename = 'acl_cases'");
+    for (paths, want) in &cases {
+        let e = protect_acl_err(ctx, "acl_cases", paths, "");
+        assert!(e.contains(want), "{paths}: wanted {want:?}, got {e}");
+    }
+    let e = protect_acl_err(ctx, "no_such_table", p, "");
+    assert!(e.contains("table no_such_table does not exist"), "{e}");
+    let e = protect_acl_err(ctx, "acl_cases", &format!("[{p}]"), ", NULL");
+    assert!(e.contains("must not be NULL"), "{e}");
+    assert_eq!(
+        cl.sql("SELECT qual FROM pg_policies WHERE tablename = 'acl_cases'"),
+        before,
+        "a refused call changed the policy"
+    );
+
+    // ---- Accepted `when` forms.
+    let when_of = |when: &str| -> String {
+        cl.sql(&format!(
+            "SELECT pgvpd_protect_acl('acl_cases', {})",
+            lit(&one(&format!(r#", "when": {when}"#)))
+        ));
+        cl.sql("SELECT qual FROM pg_policies WHERE tablename = 'acl_cases'")
+    };
+    let base = "(creator_id = ( SELECT pgvpd_try_uuid(pgvpd_context('app.user_id'::text)) AS pgvpd_try_uuid))";
+    let ctxr = "( SELECT pgvpd_context('app.org_role'::text) AS pgvpd_context)";
+    for (when, cond) in [
+        (
+            r#"{"var": "app.org_role", "op": "=", "value": "admin"}"#,
+            format!("{ctxr} = 'admin'::text"),
+        ),
+        (
+            r#"{"var": "app.org_role", "value": "it's"}"#,
+            format!("{ctxr} = 'it''s'::text"),
+        ),
+        (
+            r#"{"var": "app.org_role", "op": "<>", "value": "guest"}"#,
+            format!("{ctxr} <> 'guest'::text"),
+        ),
+        (
+            r#"{"var": "app.org_role", "op": "!=", "value": "guest"}"#,
+            format!("{ctxr} <> 'guest'::text"),
+        ),
+        (
+            r#"{"var": "app.org_role", "op": "in", "value": ["admin", "owner"]}"#,
+            format!("{ctxr} = ANY (ARRAY['admin'::text, 'owner'::text])"),
+        ),
+        (
+            r#"" pgvpd_context ( 'app.org_role' )<>'x''y' ""#,
+            format!("{ctxr} <> 'x''y'::text"),
+        ),
+        (
+            r#""pgvpd_context('app.org_role') != 'a) OR (true'""#,
+            format!("{ctxr} <> 'a) OR (true'::text"),
+        ),
+    ] {
+        assert_eq!(when_of(when), format!("({base} AND ({cond}))"), "{when}");
+    }
+    // An unset variable makes `<>` false too (fail closed).
+    when_of(r#"{"var": "app.org_role", "op": "<>", "value": "guest"}"#);
+    assert_eq!(
+        acl_titles(ctx, &[("app.user_id", ACL_USER)]),
+        "",
+        "unset role must not pass <> 'guest'"
+    );
+    assert_eq!(
+        acl_titles(
+            ctx,
+            &[("app.user_id", ACL_USER), ("app.org_role", "member")]
+        ),
+        "Case owned by test user"
+    );
+    // Raw SQL only with the trust flag (named or positional), used verbatim.
+    let raw = one(r#", "when": "current_setting('app.org_role', true) ~ '^adm'""#);
+    assert!(protect_acl_err(ctx, "acl_cases", &raw, ", false").contains("not a recognised"));
+    cl.sql(&format!(
+        "SELECT pgvpd_protect_acl('acl_cases', {}, trust_raw_when => true)",
+        lit(&raw)
+    ));
+    assert_eq!(
+        acl_titles(ctx, &[("app.user_id", ACL_USER), ("app.org_role", "admin")]),
+        "Case owned by test user"
+    );
+    assert_eq!(
+        acl_titles(ctx, &[("app.user_id", ACL_USER), ("app.org_role", "x")]),
+        ""
+    );
+
+    // ---- Schema-qualified and quoted names, odd column names, long names,
+    // text and text_array paths, and the warning about another permissive policy.
+    cl.sql(
+        "DROP SCHEMA IF EXISTS acl_s CASCADE; CREATE SCHEMA acl_s;
+         CREATE TABLE acl_s.\"Case Files\" (id serial, \"owner\"\"s) OR (true\" text, tags varchar(20));
+         INSERT INTO acl_s.\"Case Files\" (\"owner\"\"s) OR (true\", tags) VALUES ('ann', 'red'), ('bob', 'blue'), ('cy', NULL);",
+    );
+    let paths = r#"[{"column": "owner\"s) OR (true", "type": "text", "var": "app.user_name"},
+                    {"column": "tags", "type": "text_array", "var": "app.tags"}]"#;
+    cl.sql(&format!(
+        "SELECT pgvpd_protect_acl('acl_s.\"Case Files\"', {})",
+        lit(paths)
+    ));
+    assert_eq!(
+        cl.sql("SELECT policyname, schemaname FROM pg_policies WHERE tablename = 'Case Files'"),
+        "pgvpd_acl_Case Files|acl_s"
+    );
+    let files = |vars: &[(&str, &str)]| {
+        as_app_with(
+            ctx,
+            vars,
+            "SELECT string_agg(\"owner\"\"s) OR (true\", ',' ORDER BY id) FROM acl_s.\"Case Files\"",
+        )
+    };
+    assert_eq!(files(&[("app.user_name", "ann")]), "ann");
+    assert_eq!(files(&[("app.tags", "{blue, red}")]), "ann,bob");
+    assert_eq!(files(&[("app.tags", "green")]), "");
+    assert_eq!(files(&[]), "");
+    // app_user can insert through the serial column (sequence granted).
+    assert_eq!(
+        as_app_with(
+            ctx,
+            &[("app.user_name", "dee")],
+            "INSERT INTO acl_s.\"Case Files\" (\"owner\"\"s) OR (true\") VALUES ('dee') RETURNING \"owner\"\"s) OR (true\""
+        ),
+        "dee"
+    );
+    // Unqualified mixed case (1.0 quoted the whole argument) and a long name.
+    let long = "c".repeat(60);
+    cl.sql(&format!(
+        "DROP TABLE IF EXISTS \"AclMixed\", {long};
+         CREATE TABLE \"AclMixed\" (owner text); CREATE TABLE {long} (owner text);
+         SELECT pgvpd_protect_acl('AclMixed', '[{{\"column\": \"owner\", \"type\": \"text\", \"var\": \"app.u\"}}]');
+         SELECT pgvpd_protect_acl('{long}', '[{{\"column\": \"owner\", \"type\": \"text\", \"var\": \"app.u\"}}]');
+         SELECT pgvpd_protect_acl('{long}', '[{{\"column\": \"owner\", \"type\": \"text\", \"var\": \"app.u\"}}]');"
+    ));
+    assert_eq!(
+        cl.sql("SELECT count(*) FROM pg_policy WHERE polrelid = '\"AclMixed\"'::regclass"),
+        "1"
+    );
+    let pol = cl.sql(&format!(
+        "SELECT count(*), max(octet_length(polname)), bool_and(polname LIKE 'pgvpd_acl_%') \
+         FROM pg_policy WHERE polrelid = '{long}'::regclass"
+    ));
+    let f: Vec<&str> = pol.split('|').collect();
+    assert_eq!(f[0], "1", "protect twice leaves one policy: {pol}");
+    assert!(f[1].parse::<u32>().unwrap() <= 63, "{pol}");
+    assert_eq!(f[2], "t", "{pol}");
+    // Another permissive policy on the table (pgvpd_protect's): ORed, so warned about.
+    cl.sql(&format!(
+        "ALTER TABLE {long} ADD COLUMN tenant_id text; SELECT pgvpd_protect('{long}')"
+    ));
+    let (_, notices) = cl.sql_with_notices(&format!(
+        "SELECT pgvpd_protect_acl('{long}', '[{{\"column\": \"owner\", \"type\": \"text\", \"var\": \"app.u\"}}]')"
+    ));
+    assert!(
+        notices.contains("WARNING") && notices.contains("pgvpd_tenant_isolation_"),
+        "{notices}"
+    );
+
+    // Leave the shared fixtures as they were.
+    cl.sql(&format!(
+        "DROP SCHEMA acl_s CASCADE; DROP TABLE \"AclMixed\", {long};
+         DROP POLICY pgvpd_acl_acl_cases ON acl_cases;
+         ALTER TABLE acl_cases NO FORCE ROW LEVEL SECURITY;
+         ALTER TABLE acl_cases DISABLE ROW LEVEL SECURITY;"
+    ));
+}
+
+/// Re-running helpers.sql over a pgvpd 1.0 installation upgrades it in place:
+/// functions with 1.0's signatures (here PL/pgSQL stand-ins written from the
+/// behaviour notes) and a 1.0-style policy calling them per row survive, and
+/// the policy picks up the new semantics (braced lists, fail closed).
+fn sql_helpers_upgrade(ctx: &Ctx) {
+    let cl = &ctx.cluster;
+    cl.sql("DROP POLICY IF EXISTS pgvpd_acl_acl_cases ON acl_cases");
+    cl.sql(
+        "DROP FUNCTION pgvpd_protect_acl(text, jsonb), pgvpd_protect_acl(text, jsonb, boolean),
+                       pgvpd_context_text_contains(text, text), pgvpd_context_contains(text, uuid),
+                       pgvpd_context_uuid_array(text), pgvpd_context_array(text),
+                       pgvpd_split_list(text), pgvpd_context(text)",
+    );
+    cl.sql(
+        "CREATE FUNCTION pgvpd_context(var_name text) RETURNS text LANGUAGE plpgsql STABLE AS
+             $$ BEGIN RETURN NULLIF(current_setting(var_name, true), ''); END $$;
+         CREATE FUNCTION pgvpd_context_array(var_name text) RETURNS text[] LANGUAGE sql STABLE AS
+             $$ SELECT string_to_array(pgvpd_context(var_name), ',') $$;
+         CREATE FUNCTION pgvpd_context_uuid_array(var_name text) RETURNS uuid[] LANGUAGE sql STABLE AS
+             $$ SELECT pgvpd_context_array(var_name)::uuid[] $$;
+         CREATE FUNCTION pgvpd_context_contains(var_name text, val uuid) RETURNS boolean LANGUAGE sql STABLE AS
+             $$ SELECT COALESCE(val = ANY(pgvpd_context_uuid_array(var_name)), false) $$;
+         CREATE FUNCTION pgvpd_context_text_contains(var_name text, val text) RETURNS boolean LANGUAGE sql STABLE AS
+             $$ SELECT COALESCE(val = ANY(pgvpd_context_array(var_name)), false) $$;
+         CREATE FUNCTION pgvpd_protect_acl(target_table text, paths jsonb) RETURNS void LANGUAGE plpgsql AS
+             $$ BEGIN RAISE NOTICE 'old'; END $$;
+         DROP TABLE IF EXISTS acl_old;
+         CREATE TABLE acl_old (id uuid, tag text);
+         INSERT INTO acl_old VALUES ('aaaaaaaa-0000-0000-0000-000000000001', 'a'),
+                                    ('aaaaaaaa-0000-0000-0000-000000000002', 'b');
+         GRANT SELECT ON acl_old TO app_user;
+         ALTER TABLE acl_old ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY old_acl ON acl_old FOR ALL TO app_user
+             USING (pgvpd_context_contains('app.ids', id) OR pgvpd_context_text_contains('app.tags', tag));",
+    );
+    // 1.0: a braced list raises for everyone.
+    let err = cl
+        .try_sql(&app_sql(
+            &[(
+                "app.ids",
+                "{aaaaaaaa-0000-0000-0000-000000000001,aaaaaaaa-0000-0000-0000-000000000002}",
+            )],
+            "SELECT count(*) FROM acl_old",
+        ))
+        .expect_err("the 1.0 stand-in raises on a braced list");
+    assert!(err.contains("invalid input syntax for type uuid"), "{err}");
+
+    cl.sql_file(&common::fixtures::helpers_sql_path());
+    cl.sql_file(&common::fixtures::helpers_sql_path());
+
+    assert_eq!(
+        cl.sql("SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = 'pgvpd_context(text)'::regprocedure"),
+        "sql"
+    );
+    let count = |vars: &[(&str, &str)]| {
+        as_app_with(
+            ctx,
+            vars,
+            "SELECT string_agg(tag, ',' ORDER BY tag) FROM acl_old",
+        )
+    };
+    assert_eq!(
+        count(&[("app.ids", "{aaaaaaaa-0000-0000-0000-000000000001}")]),
+        "a"
+    );
+    assert_eq!(count(&[("app.ids", "{bad"), ("app.tags", " b ")]), "b");
+    assert_eq!(count(&[("app.ids", "not-a-uuid")]), "");
+    assert_eq!(count(&[]), "");
+    // The 1.0 signature of pgvpd_protect_acl is the new function now.
+    let (_, notices) = cl.sql_with_notices(
+        "SELECT pgvpd_protect_acl('acl_old', '[{\"column\": \"tag\", \"type\": \"text\", \"var\": \"app.tag\"}]')",
+    );
+    assert!(notices.contains("1 ACL path(s)"), "{notices}");
+    cl.sql("DROP TABLE acl_old");
 }

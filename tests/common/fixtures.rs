@@ -1,4 +1,5 @@
-//! Loads the SQL kit (`sql/setup.sql`) and the suite's data (`tests/fixtures.sql`).
+//! Loads the SQL kit (`sql/setup.sql`, `sql/helpers.sql`) and the suite's data
+//! (`tests/fixtures.sql`).
 
 use super::cluster::Cluster;
 use super::util::repo_root;
@@ -19,12 +20,17 @@ pub fn setup_sql_path() -> std::path::PathBuf {
     repo_root().join("sql/setup.sql")
 }
 
+pub fn helpers_sql_path() -> std::path::PathBuf {
+    repo_root().join("sql/helpers.sql")
+}
+
 pub fn fixtures_sql_path() -> std::path::PathBuf {
     repo_root().join("tests/fixtures.sql")
 }
 
-/// Runs `sql/setup.sql` then `tests/fixtures.sql` as superuser.
+/// Runs `sql/setup.sql`, `sql/helpers.sql` then `tests/fixtures.sql` as superuser.
 pub fn load(cluster: &Cluster) {
     cluster.sql_file(&setup_sql_path());
+    cluster.sql_file(&helpers_sql_path());
     cluster.sql_file(&fixtures_sql_path());
 }
