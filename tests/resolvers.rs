@@ -34,6 +34,7 @@ const CASES: &[Case] = &[
     ("resolver_rows_modes", resolver_rows_modes),
     ("resolver_txn_reapplied", resolver_txn_reapplied),
     ("resolver_file_errors", resolver_file_errors),
+    ("resolver_readme_example", resolver_readme_example),
 ];
 
 fn main() {
@@ -575,4 +576,61 @@ fn resolver_file_errors(ctx: &Ctx) {
         assert!(text.contains("r.toml"), "names the file: {text}");
         assert!(text.contains(want), "expected {want:?} in: {text}");
     }
+}
+
+/// The fenced block of README.md that follows the line containing `marker`.
+fn readme_block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).expect("README");
+    let at = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README lacks {marker:?}"));
+    let start = readme[..at].rfind("```").expect("block start");
+    let body = &readme[start..];
+    let body = &body[body.find('\n').expect("fence line") + 1..];
+    body[..body.find("```").expect("block end")].to_string()
+}
+
+/// README's worked example, exactly as written there: its resolver file
+/// and its `pgvpd_protect_acl` call, through the proxy.
+fn resolver_readme_example(ctx: &Ctx) {
+    let other_org = "99999999-9999-9999-9999-999999999999";
+    let viewer = "bbbbbbbb-0000-0000-0000-000000000002";
+    let someone = "dddddddd-0000-0000-0000-000000000003";
+    ctx.cluster.sql(&format!(
+        "DROP TABLE IF EXISTS cases, case_grants CASCADE;
+         CREATE TABLE cases (id uuid PRIMARY KEY, title text, owner_id uuid, org_id uuid);
+         CREATE TABLE case_grants (org_id uuid, case_id uuid);
+         INSERT INTO cases VALUES
+           ('cccccccc-0000-0000-0000-000000000001', 'own', '{USER}', '{ORG}'),
+           ('cccccccc-0000-0000-0000-000000000002', 'colleague', '{someone}', '{ORG}'),
+           ('cccccccc-0000-0000-0000-000000000003', 'other org', '{someone}', '{other_org}'),
+           ('cccccccc-0000-0000-0000-000000000004', 'granted', '{someone}', '{other_org}'),
+           ('cccccccc-0000-0000-0000-000000000005', 'viewer own', '{viewer}', '{other_org}');
+         INSERT INTO case_grants VALUES ('{ORG}', 'cccccccc-0000-0000-0000-000000000004');
+         GRANT SELECT ON case_grants TO app_user;
+         DELETE FROM org_memberships WHERE user_id = '{viewer}';
+         INSERT INTO org_memberships VALUES ('{viewer}', '{ORG}', 'viewer', true);"
+    ));
+    let toml = readme_block("# /etc/pgvpd/resolvers.toml");
+    let sql = readme_block("SELECT pgvpd_protect_acl('cases'");
+    ctx.cluster.sql(&sql);
+    let p = passthrough(ctx, &toml, "");
+    let titles = |id: &str| -> Result<String, ErrorInfo> {
+        let mut c = login(&p, id, false)?;
+        Ok(
+            c.query_one("SELECT string_agg(title, ',' ORDER BY title) FROM cases")
+                .unwrap_or_default(),
+        )
+    };
+    // Owner of one, admin of the org (its other case), and the org's grant.
+    assert_eq!(titles(USER).expect("admin"), "colleague,granted,own");
+    // A viewer of the same org: its own case and the org's grant, not the
+    // org's other cases (the admin path's `when` does not hold).
+    assert_eq!(titles(viewer).expect("viewer"), "granted,viewer own");
+    // No membership: `required = true` refuses the login.
+    let e = titles(NOBODY).expect_err("no membership");
+    assert_eq!(e.code, "28000", "{e:?}");
+    ctx.cluster.sql(&format!(
+        "DROP TABLE cases, case_grants; DELETE FROM org_memberships WHERE user_id = '{viewer}'"
+    ));
 }
