@@ -218,11 +218,15 @@ impl Worker {
         };
         let registry = self.poll.registry();
         let lc = self.links.get_mut(slot, generation)?;
-        let r = registry.register(
-            lc.transport.stream_mut(),
-            token::encode_link(slot, generation),
-            Interest::READABLE | Interest::WRITABLE,
-        );
+        let token = token::encode_link(slot, generation);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        // A link taken back from a client is still registered under the
+        // client's token: one re-registration, not a deregister and register.
+        let r = if lc.returned {
+            registry.reregister(lc.transport.stream_mut(), token, interest)
+        } else {
+            registry.register(lc.transport.stream_mut(), token, interest)
+        };
         if let Err(e) = r {
             lc.link.handle_connect_failed(&format!("register: {e}"));
         }
@@ -305,16 +309,17 @@ impl Worker {
             warn!("link_reregister_failed", error = e);
             return; // lc dropped: socket closed, slot released
         }
-        let secret = {
-            let n = fresh_nonce();
-            [n[0], n[1], n[2], n[3]]
-        };
         let pid = match conn.cancel_pid {
             Some((pid, s)) => {
                 rt.cancel.set_backend(pid, lc.link.backend_key.clone());
                 (pid, s)
             }
             None => {
+                // The client's cancel key, made once (not per transaction).
+                let secret = {
+                    let n = fresh_nonce();
+                    [n[0], n[1], n[2], n[3]]
+                };
                 let pid = rt.cancel.register(secret);
                 rt.cancel.set_backend(pid, lc.link.backend_key.clone());
                 conn.cancel_pid = Some((pid, secret));
@@ -332,9 +337,11 @@ impl Worker {
             Ok(()) => {
                 conn.server = Some(Upstream {
                     transport,
-                    // Edge-triggered: the re-registration may not re-fire.
+                    // EPOLL_CTL_MOD polls the socket again and queues an
+                    // event for the new token if bytes are already waiting,
+                    // so no speculative read (it would only find EAGAIN).
                     ready: Ready {
-                        read: true,
+                        read: false,
                         write: true,
                         hup: false,
                     },
@@ -376,8 +383,7 @@ impl Worker {
         let (Some((mut link, tracker)), Some(up), Some(key)) = (taken, upstream, key) else {
             return;
         };
-        let mut transport = up.transport;
-        let _ = self.poll.registry().deregister(transport.stream_mut());
+        let transport = up.transport;
         link.begin_release(
             tracker,
             &[(QueryKind::Plain, rt.reset_query.as_bytes())],
@@ -401,9 +407,10 @@ impl Worker {
             key,
             link,
             transport,
-            // Edge-triggered: readiness seen by the client's token may not fire again.
+            // Re-registered (EPOLL_CTL_MOD): pending bytes or a hang-up raise
+            // an event for the new token; a hang-up already seen is kept.
             ready: Ready {
-                read: true,
+                read: hup,
                 write: true,
                 hup,
             },
@@ -442,8 +449,7 @@ impl Worker {
             return;
         };
         stats::inc(&STATS.tx_returns);
-        let mut transport = up.transport;
-        let _ = self.poll.registry().deregister(transport.stream_mut());
+        let transport = up.transport;
         // The client changed session state itself: its next transaction
         // gets the step again; dropped statements are prepared again.
         if tracker.session_state_changed() {
