@@ -46,6 +46,7 @@ it:
 	PGVPD_CASE_TIMEOUT=$${PGVPD_CASE_TIMEOUT:-300} $(CARGO) test --test pool
 	PGVPD_CASE_TIMEOUT=$${PGVPD_CASE_TIMEOUT:-300} $(CARGO) test --test txn
 	$(CARGO) test --test resolvers
+	$(CARGO) test --test tenants
 
 test: check unit fuzz-regressions it
 

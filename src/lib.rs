@@ -18,5 +18,6 @@ pub mod reactor;
 pub mod resolver;
 pub mod stats;
 pub mod sys;
+pub mod tenant;
 pub mod testing;
 pub mod tls;

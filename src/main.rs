@@ -22,11 +22,8 @@ fn not_yet_supported(c: &Config) -> Option<&'static str> {
     if c.admin_port.is_some() {
         return Some("admin_port");
     }
-    if c.tenant_max_connections.is_some()
-        || c.tenant_rate_limit.is_some()
-        || c.tenant_query_timeout.is_some()
-    {
-        return Some("tenant_max_connections/tenant_rate_limit/tenant_query_timeout");
+    if c.tenant_query_timeout.is_some() {
+        return Some("tenant_query_timeout");
     }
     None
 }
@@ -266,6 +263,18 @@ fn run(cfg: Config) -> ExitCode {
         .unwrap_or_default();
     let shared = Arc::new(Shared::default());
     let mut session = SessionConfig::from_config(&cfg);
+    if cfg.tenant_max_connections.is_some() || cfg.tenant_rate_limit.is_some() {
+        // Tenants with live sessions are bounded by max_client_conn; the
+        // margin holds tenants remembered for the rate limit.
+        let cap = usize::try_from(cfg.max_client_conn)
+            .unwrap_or(usize::MAX)
+            .saturating_add(10_000);
+        session.tenants = Some(Arc::new(pgvpd::tenant::Tenants::new(
+            cfg.tenant_max_connections,
+            cfg.tenant_rate_limit,
+            cap,
+        )));
+    }
     match load_resolvers(&cfg) {
         Ok(r) => {
             if let Some(e) = &r {

@@ -16,6 +16,10 @@ pub struct Stats {
     pub refused_max_clients: AtomicU64,
     /// Tenant logins refused by allow/deny lists.
     pub tenant_rejected_deny: AtomicU64,
+    /// Tenant sessions refused by tenant_max_connections (or a full registry).
+    pub tenant_rejected_limit: AtomicU64,
+    /// Tenant sessions refused by tenant_rate_limit.
+    pub tenant_rejected_rate: AtomicU64,
     /// Connections closed because handling them panicked (a bug; see logs).
     pub panics: AtomicU64,
     /// Protocol violations by either peer.
@@ -72,6 +76,8 @@ impl Stats {
             sessions_started: AtomicU64::new(0),
             refused_max_clients: AtomicU64::new(0),
             tenant_rejected_deny: AtomicU64::new(0),
+            tenant_rejected_limit: AtomicU64::new(0),
+            tenant_rejected_rate: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             handshake_timeouts: AtomicU64::new(0),

@@ -1146,6 +1146,8 @@ pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
         upstream_tls: crate::conn::UpstreamTlsMode::Disable,
         pool: None,
         resolvers: None,
+        tenant_index: 0,
+        tenants: None,
     };
     vec![
         base.clone(),

@@ -188,6 +188,9 @@ pub struct Config {
     pub set_role: Option<String>,
     pub tenant_allow: Option<Vec<String>>,
     pub tenant_deny: Option<Vec<String>>,
+    /// The context variable whose value is the tenant for allow/deny lists
+    /// and limits (unset: the first of `context_variables`).
+    pub tenant_key: Option<String>,
     pub tenant_max_connections: Option<u32>,
     pub tenant_rate_limit: Option<u32>,
     pub tenant_query_timeout: Option<Duration>,
@@ -249,6 +252,7 @@ impl Default for Config {
             set_role: None,
             tenant_allow: None,
             tenant_deny: None,
+            tenant_key: None,
             tenant_max_connections: None,
             tenant_rate_limit: None,
             tenant_query_timeout: None,
@@ -320,6 +324,7 @@ impl fmt::Debug for Config {
             set_role,
             tenant_allow,
             tenant_deny,
+            tenant_key,
             tenant_max_connections,
             tenant_rate_limit,
             tenant_query_timeout,
@@ -374,6 +379,7 @@ impl fmt::Debug for Config {
             .field("set_role", set_role)
             .field("tenant_allow", tenant_allow)
             .field("tenant_deny", tenant_deny)
+            .field("tenant_key", tenant_key)
             .field("tenant_max_connections", tenant_max_connections)
             .field("tenant_rate_limit", tenant_rate_limit)
             .field("tenant_query_timeout", tenant_query_timeout)

@@ -18,7 +18,8 @@
 //!    whose prefix is not reserved ([`RESERVED_PREFIXES`]), no duplicates (case-insensitively,
 //!    as PostgreSQL folds these names);
 //! 8. `set_role`: non-empty, at most 63 bytes, no NUL; `superuser_bypass` items non-empty;
-//! 9. `resolver_search_path`: non-empty, no NUL.
+//! 9. `tenant_max_connections`, `tenant_rate_limit` > 0 when set; `tenant_key` is one of
+//!    `context_variables`; `resolver_search_path`: non-empty, no NUL.
 //!
 //! Not checked here (needs I/O): that `resolvers`, `tls_cert`, `tls_key` exist and parse.
 
@@ -182,6 +183,29 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         }
     }
     check_items("superuser_bypass", &c.superuser_bypass)?;
+    if c.tenant_max_connections == Some(0) {
+        return Err(err(
+            "tenant_max_connections",
+            "must be > 0 (unset it for no limit)".into(),
+        ));
+    }
+    if c.tenant_rate_limit == Some(0) {
+        return Err(err(
+            "tenant_rate_limit",
+            "must be > 0 (unset it for no limit)".into(),
+        ));
+    }
+    if let Some(k) = &c.tenant_key
+        && !c.context_variables.iter().any(|v| v == k)
+    {
+        return Err(err(
+            "tenant_key",
+            format!(
+                "'{k}' is not one of context_variables ({})",
+                c.context_variables.join(", ")
+            ),
+        ));
+    }
     if c.resolver_search_path.trim().is_empty() || c.resolver_search_path.contains('\0') {
         return Err(err(
             "resolver_search_path",

@@ -48,6 +48,8 @@ fn cfg() -> SessionConfig {
         upstream_tls: crate::conn::UpstreamTlsMode::Disable,
         pool: None,
         resolvers: None,
+        tenant_index: 0,
+        tenants: None,
     }
 }
 

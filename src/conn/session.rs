@@ -79,6 +79,10 @@ pub struct SessionConfig {
     pub pool: Option<Arc<pool::PoolSettings>>,
     /// `resolvers = FILE`: the loaded resolvers and their shared cache.
     pub resolvers: Option<Arc<crate::resolver::run::Engine>>,
+    /// Index in `context_variables` of the tenant key (`tenant_key`).
+    pub tenant_index: usize,
+    /// `tenant_max_connections` / `tenant_rate_limit` (None: no limits).
+    pub tenants: Option<Arc<crate::tenant::Tenants>>,
 }
 
 /// Client-facing TLS policy.
@@ -131,6 +135,12 @@ impl SessionConfig {
             },
             pool: None,
             resolvers: None,
+            tenant_index: c
+                .tenant_key
+                .as_ref()
+                .and_then(|k| c.context_variables.iter().position(|v| v == k))
+                .unwrap_or(0),
+            tenants: None,
         }
     }
 }
@@ -302,6 +312,8 @@ pub struct Session {
     cancel_key: Option<(i32, Vec<u8>)>,
     /// Transaction mode: the client's context, kept between transactions.
     tx: Option<Box<txn::TxCtx>>,
+    /// The tenant's session slot (tenant limits), released on drop.
+    admitted: Option<crate::tenant::Admitted>,
     /// Unique among the process's connections (the reactor's id): which
     /// client a pooled server's context belongs to.
     client_id: u64,
@@ -331,6 +343,7 @@ impl Session {
             pool_nonce: [0; SCRAM_NONCE_LEN],
             cancel_key: None,
             tx: None,
+            admitted: None,
             client_id: 0,
             info: SessionInfo::default(),
         }
@@ -1199,7 +1212,11 @@ impl Session {
                     }
                     Ok(UserKind::Tenant { role, values }) => {
                         self.info.role = role.to_string();
-                        self.info.tenant = values.first().copied().unwrap_or("").to_string();
+                        self.info.tenant = values
+                            .get(self.cfg.tenant_index)
+                            .copied()
+                            .unwrap_or("")
+                            .to_string();
                         if !self.tenant_allowed(&self.info.tenant) {
                             crate::stats::inc(&crate::stats::STATS.tenant_rejected_deny);
                             self.fail(
@@ -1249,6 +1266,28 @@ impl Session {
                     }
                 }
                 true
+            }
+        }
+    }
+
+    /// The tenant authenticated: take one of its session slots (tenant
+    /// limits). Err: SQLSTATE and message of the refusal.
+    pub(super) fn admit_tenant(&mut self, now: Instant) -> Result<(), (&'static str, String)> {
+        let Some(reg) = self.cfg.tenants.as_ref() else {
+            return Ok(());
+        };
+        match reg.admit(&self.info.tenant, now) {
+            Ok(slot) => {
+                self.admitted = Some(slot);
+                Ok(())
+            }
+            Err(r) => {
+                let counter = match r {
+                    crate::tenant::Refused::Rate(_) => &crate::stats::STATS.tenant_rejected_rate,
+                    _ => &crate::stats::STATS.tenant_rejected_limit,
+                };
+                crate::stats::inc(counter);
+                Err(r.message(&self.info.tenant))
             }
         }
     }
@@ -1444,7 +1483,9 @@ impl Session {
         }
         let old = std::mem::replace(&mut self.phase, Phase::Poisoned);
         self.phase = match old {
-            Phase::Authenticating(hs, step) => self.on_auth_message(hs, step, t, wire, body)?,
+            Phase::Authenticating(hs, step) => {
+                self.on_auth_message(hs, step, t, wire, body, now)?
+            }
             Phase::PostAuth(hs) => match t {
                 tag::PARAMETER_STATUS => {
                     backend::decode_parameter_status(body)?;
@@ -1541,6 +1582,7 @@ impl Session {
         t: u8,
         wire: &[u8],
         body: &[u8],
+        now: Instant,
     ) -> Result<Phase, ProtoError> {
         match t {
             tag::NEGOTIATE_PROTOCOL_VERSION => {
@@ -1561,6 +1603,12 @@ impl Session {
                     AuthStep::Scram(client) => self.on_scram_message(client, auth)?,
                     AuthStep::AwaitServer => match auth {
                         Auth::Ok => {
+                            if let Err(refusal) = self.admit_tenant(now) {
+                                self.phase = Phase::PostAuth(hs);
+                                let (code, msg) = refusal;
+                                self.fail(code, &msg, CloseReason::TenantLimit, now);
+                                return Ok(std::mem::replace(&mut self.phase, Phase::Poisoned));
+                            }
                             self.to_client.extend_from_slice(wire);
                             return Ok(Phase::PostAuth(hs));
                         }

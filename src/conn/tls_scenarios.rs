@@ -70,6 +70,8 @@ fn cfg(client_tls: ClientTlsMode, upstream_tls: UpstreamTlsMode) -> SessionConfi
         upstream_tls,
         pool: None,
         resolvers: None,
+        tenant_index: 0,
+        tenants: None,
     }
 }
 

@@ -193,6 +193,10 @@ impl Session {
                 self.fail(&f.sqlstate, &f.message, CloseReason::AuthFailed, now);
             }
             Ok(AuthOutcome::Ok) => {
+                if let Err((code, msg)) = self.admit_tenant(now) {
+                    self.fail(code, &msg, CloseReason::TenantLimit, now);
+                    return true;
+                }
                 encode::auth_ok(&mut self.to_client);
                 let old = std::mem::replace(&mut self.phase, Phase::Poisoned);
                 let Phase::PoolAuth(hs, _) = old else {
