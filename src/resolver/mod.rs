@@ -28,6 +28,22 @@ pub mod toml;
 pub use spec::{Resolver, ResolverSet, Rows, SpecError, parse, placeholders};
 pub use toml::TomlError;
 
+/// An error in a resolver file, syntax ([`TomlError`]) or meaning
+/// ([`SpecError`]): the 1-based line and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineError {
+    pub line: usize,
+    pub msg: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.msg)
+    }
+}
+
+impl std::error::Error for LineError {}
+
 /// Largest resolver file, in bytes (the caller checks the size before reading; [`toml::parse`]
 /// refuses larger text too).
 pub const MAX_FILE_BYTES: usize = toml::MAX_INPUT;

@@ -46,7 +46,6 @@
 //! of 10; cycles name their members.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fmt;
 use std::time::Duration;
 
 use super::toml::{self, Entry, Table, TableKind, Value, shown};
@@ -132,29 +131,8 @@ pub struct ResolverSet {
     pub resolvers: Vec<Resolver>,
 }
 
-/// A load error: the 1-based line and what is wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecError {
-    pub line: usize,
-    pub msg: String,
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.msg)
-    }
-}
-
-impl std::error::Error for SpecError {}
-
-impl From<toml::TomlError> for SpecError {
-    fn from(e: toml::TomlError) -> Self {
-        SpecError {
-            line: e.line,
-            msg: e.msg,
-        }
-    }
-}
+/// A load error (the resolver file's [`LineError`](super::LineError)).
+pub use super::LineError as SpecError;
 
 fn err(line: usize, msg: impl Into<String>) -> SpecError {
     SpecError {

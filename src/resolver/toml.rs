@@ -26,7 +26,6 @@
 //! nested deeper than [`MAX_DEPTH`].
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 /// Largest accepted input, in bytes.
 pub const MAX_INPUT: usize = 1 << 20;
@@ -35,20 +34,8 @@ pub const MAX_DEPTH: usize = 16;
 /// Longest excerpt of the input quoted in an error message, in characters.
 const MAX_SHOWN: usize = 40;
 
-/// A syntax error: the 1-based line it was found on and what is wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TomlError {
-    pub line: usize,
-    pub msg: String,
-}
-
-impl fmt::Display for TomlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.msg)
-    }
-}
-
-impl std::error::Error for TomlError {}
+/// A syntax error (the resolver file's [`LineError`](super::LineError)).
+pub use super::LineError as TomlError;
 
 /// A parsed value.
 #[derive(Clone, Debug, PartialEq, Eq)]
