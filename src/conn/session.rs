@@ -1417,6 +1417,23 @@ impl Session {
         progressed
     }
 
+    /// A ParameterStatus after the login (resolvers, context batch): relayed
+    /// in passthrough; in pool mode noted on the lent server and shown to
+    /// the client all at once when its session starts.
+    fn handshake_parameter_status(
+        &mut self,
+        hs: &mut Handshake,
+        wire: &[u8],
+        body: &[u8],
+    ) -> Result<(), ProtoError> {
+        let ps = backend::decode_parameter_status(body)?;
+        match hs.link.as_mut() {
+            Some(link) => link.note_param(ps.name, ps.value),
+            None => self.to_client.extend_from_slice(wire),
+        }
+        Ok(())
+    }
+
     fn on_server_message(
         &mut self,
         t: u8,
@@ -1521,12 +1538,7 @@ impl Session {
             }
             Phase::Injecting(mut hs, step) => {
                 if t == tag::PARAMETER_STATUS {
-                    let ps = backend::decode_parameter_status(body)?;
-                    match hs.link.as_mut() {
-                        // Pool mode: shown to the client all at once when done.
-                        Some(link) => link.note_param(ps.name, ps.value),
-                        None => self.to_client.extend_from_slice(wire),
-                    }
+                    self.handshake_parameter_status(&mut hs, wire, body)?;
                     Phase::Injecting(hs, step)
                 } else {
                     let row_owned;

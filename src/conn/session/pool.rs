@@ -270,8 +270,14 @@ impl Session {
     pub(super) fn queue_pooled_batch(&mut self, hs: &Handshake) -> Result<(), ProtoError> {
         let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
         let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
-        let vars = self.all_variables().to_vec();
-        inject::build(&mut self.to_server, &hs.settings, &vars, &values, &role)
+        let cfg = Arc::clone(&self.cfg);
+        inject::build(
+            &mut self.to_server,
+            &hs.settings,
+            cfg.all_variables(),
+            &values,
+            &role,
+        )
     }
 
     /// The context step on a lent server succeeded: show the client the

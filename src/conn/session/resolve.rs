@@ -18,23 +18,25 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Handshake, Phase, Session};
+use super::{Handshake, Phase, Session, SessionConfig};
 use crate::conn::CloseReason;
 use crate::conn::inject::Step;
 use crate::conn::timers::TimerKind;
 use crate::protocol::{ProtoError, backend, tag};
 use crate::resolver::run::{Fed, Next, Refusal, Run};
 
-impl Session {
+impl SessionConfig {
     /// The variables a context batch sets: the user-name ones, then every
     /// resolver's (the order of `Handshake::values` once resolved).
-    pub(super) fn all_variables(&self) -> &[String] {
-        match &self.cfg.resolvers {
+    pub fn all_variables(&self) -> &[String] {
+        match &self.resolvers {
             Some(engine) => engine.variables(),
-            None => &self.cfg.context_variables,
+            None => &self.context_variables,
         }
     }
+}
 
+impl Session {
     /// After the upstream login (passthrough) or once a server is lent (pool
     /// modes): resolve first when resolvers are configured, else queue the
     /// context batch. Returns the next phase.
@@ -55,8 +57,14 @@ impl Session {
         } else {
             let role = self.cfg.set_role.clone().unwrap_or_else(|| hs.role.clone());
             let values: Vec<&str> = hs.values.iter().map(String::as_str).collect();
-            let vars = self.all_variables().to_vec();
-            crate::conn::inject::build(&mut self.to_server, &[], &vars, &values, &role)
+            let cfg = Arc::clone(&self.cfg);
+            crate::conn::inject::build(
+                &mut self.to_server,
+                &[],
+                cfg.all_variables(),
+                &values,
+                &role,
+            )
         };
         if let Err(e) = built {
             self.phase = Phase::Injecting(hs, Step::SetParse);
@@ -126,18 +134,13 @@ impl Session {
         match t {
             // A resolver's notices are not the client's business.
             tag::NOTICE_RESPONSE => {
-                backend::decode_error_fields(body)?;
                 self.phase = Phase::Resolving(hs, run);
-                return Ok(());
+                return backend::decode_error_fields(body).map(|_| ());
             }
             tag::PARAMETER_STATUS => {
-                let ps = backend::decode_parameter_status(body)?;
-                match hs.link.as_mut() {
-                    Some(link) => link.note_param(ps.name, ps.value),
-                    None => self.to_client.extend_from_slice(wire),
-                }
+                let r = self.handshake_parameter_status(&mut hs, wire, body);
                 self.phase = Phase::Resolving(hs, run);
-                return Ok(());
+                return r;
             }
             _ => {}
         }

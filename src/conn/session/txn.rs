@@ -125,10 +125,10 @@ impl Session {
             .clone()
             .unwrap_or_else(|| role.to_string());
         let vals: Vec<&str> = values.iter().map(String::as_str).collect();
-        let vars = self.all_variables().to_vec();
-        let step = TxStep::new(settings, &vars, &vals, &set_role)?;
+        let vars = self.cfg.all_variables();
+        let step = TxStep::new(settings, vars, &vals, &set_role)?;
         let mut unnamed = Vec::new();
-        inject::build_unnamed_tx(&mut unnamed, settings, &vars, &vals, &set_role)?;
+        inject::build_unnamed_tx(&mut unnamed, settings, vars, &vals, &set_role)?;
         self.tx = Some(Box::new(TxCtx {
             stmts: super::stmts::Stmts::default(),
             spare_rw: None,
