@@ -1,6 +1,7 @@
 -- pgvpd SQL kit, part 2: context accessors and the ACL policy builder.
 --
--- Requires sql/setup.sql (it defines pgvpd_try_uuid(), used here); run it
+-- Requires sql/setup.sql (it defines pgvpd_try_uuid(), pgvpd_table() and
+-- pgvpd_install_policy(), used here); run it
 -- first, as the same user:
 --     psql -v ON_ERROR_STOP=1 -f sql/setup.sql -f sql/helpers.sql
 --
@@ -33,8 +34,9 @@
 
 DO $$
 BEGIN
-    IF pg_catalog.to_regprocedure('pgvpd_try_uuid(text)') IS NULL THEN
-        RAISE EXCEPTION 'pgvpd helpers.sql: pgvpd_try_uuid(text) not found'
+    IF pg_catalog.to_regprocedure('pgvpd_try_uuid(text)') IS NULL
+       OR pg_catalog.to_regprocedure('pgvpd_install_policy(regclass,text,text,text)') IS NULL THEN
+        RAISE EXCEPTION 'pgvpd helpers.sql: pgvpd_try_uuid(text) or pgvpd_install_policy() not found'
             USING HINT = 'Run sql/setup.sql first (same database, same search_path).';
     END IF;
 END
@@ -244,7 +246,6 @@ DECLARE
     rel      regclass;
     nsp      name;
     tbl      name;
-    kind     "char";
     path     jsonb;
     n        integer := 0;
     k        text;
@@ -262,36 +263,16 @@ DECLARE
     expr     text;
     pol      text;
     others   text;
-    seq      record;
 BEGIN
     IF target_table IS NULL OR paths IS NULL OR trust_raw_when IS NULL THEN
         RAISE EXCEPTION 'pgvpd_protect_acl: table, paths and trust_raw_when must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
 
-    -- The table, resolved as pgvpd_protect() does (schema-qualified and
-    -- quoted names work; an unqualified mixed-case name is retried as an
-    -- exact identifier, as 1.0 quoted the whole argument).
-    BEGIN
-        rel := pg_catalog.to_regclass(target_table);
-    EXCEPTION WHEN invalid_name OR syntax_error OR undefined_object THEN
-        rel := NULL;
-    END;
-    IF rel IS NULL AND strpos(target_table, '.') = 0 THEN
-        rel := pg_catalog.to_regclass(pg_catalog.quote_ident(target_table));
-    END IF;
-    IF rel IS NULL THEN
-        RAISE EXCEPTION 'pgvpd_protect_acl: table % does not exist', target_table
-            USING ERRCODE = 'undefined_table',
-                  HINT = 'Use a schema-qualified name (schema.table) or check search_path.';
-    END IF;
-    SELECT n.nspname, c.relname, c.relkind INTO nsp, tbl, kind
+    rel := pgvpd_table(target_table, 'pgvpd_protect_acl');
+    SELECT n.nspname, c.relname INTO nsp, tbl
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE c.oid = rel;
-    IF kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'pgvpd_protect_acl: % is not a table (relkind %)', rel, kind
-            USING ERRCODE = 'wrong_object_type';
-    END IF;
 
     IF jsonb_typeof(paths) <> 'array' THEN
         RAISE EXCEPTION 'pgvpd_protect_acl: paths must be a JSON array of objects, got %', jsonb_typeof(paths)
@@ -440,37 +421,7 @@ BEGIN
 
     expr := array_to_string(branches, ' OR ');
 
-    pol := 'pgvpd_acl_' || tbl;
-    IF octet_length(pol) > 63 THEN
-        -- Keep whole characters: drop from the end until prefix + '_' + 8 hex fit.
-        pol := left(pol, 54);
-        WHILE octet_length(pol) > 54 LOOP
-            pol := left(pol, -1);
-        END LOOP;
-        pol := pol || '_' || left(md5('pgvpd_acl_' || tbl), 8);
-    END IF;
-
-    EXECUTE format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY', nsp, tbl);
-    EXECUTE format('ALTER TABLE %I.%I FORCE ROW LEVEL SECURITY', nsp, tbl);
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = rel AND p.polname = pol) THEN
-        EXECUTE format('DROP POLICY %I ON %I.%I', pol, nsp, tbl);
-    END IF;
-    EXECUTE format(
-        'CREATE POLICY %I ON %I.%I AS PERMISSIVE FOR ALL TO app_user USING (%s) WITH CHECK (%s)',
-        pol, nsp, tbl, expr, expr);
-
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO app_user', nsp);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.%I TO app_user', nsp, tbl);
-    FOR seq IN
-        SELECT s.oid::regclass AS seqname
-        FROM pg_catalog.pg_depend d
-        JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-        WHERE d.classid = 'pg_catalog.pg_class'::regclass
-          AND d.refclassid = 'pg_catalog.pg_class'::regclass
-          AND d.refobjid = rel AND d.deptype = 'a'
-    LOOP
-        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO app_user', seq.seqname);
-    END LOOP;
+    pol := pgvpd_install_policy(rel, 'pgvpd_acl_', 'app_user', expr);
 
     SELECT string_agg(quote_ident(p.polname), ', ' ORDER BY p.polname) INTO others
     FROM pg_catalog.pg_policy p

@@ -87,6 +87,108 @@ AS $$
 $$;
 
 -- ---------------------------------------------------------------------------
+-- 4a. Internals of the policy builders (pgvpd_protect here, pgvpd_protect_acl
+--     in helpers.sql); `caller` names the builder in error messages.
+--
+--    pgvpd_table(target_table, caller): the table, resolved with to_regclass()
+--    under the caller's search_path (schema-qualified and quoted names work).
+--    For 1.0 compatibility (which quoted the whole argument as one
+--    identifier) an unqualified mixed-case name that does not resolve is
+--    retried as an exact identifier. Only ordinary and partitioned tables.
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION pgvpd_table(target_table text, caller text)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    rel  regclass;
+    kind "char";
+BEGIN
+    BEGIN
+        rel := pg_catalog.to_regclass(target_table);
+    EXCEPTION WHEN invalid_name OR syntax_error OR undefined_object THEN
+        rel := NULL;  -- e.g. 'a.b.c.d': not a valid name; retried below
+    END;
+    IF rel IS NULL AND strpos(target_table, '.') = 0 THEN
+        rel := pg_catalog.to_regclass(pg_catalog.quote_ident(target_table));
+    END IF;
+    IF rel IS NULL THEN
+        RAISE EXCEPTION '%: table % does not exist', caller, target_table
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Use a schema-qualified name (schema.table) or check search_path.';
+    END IF;
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = rel;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '%: % is not a table (relkind %)', caller, rel, kind
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    RETURN rel;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+--    pgvpd_install_policy(rel, prefix, to_role, expr): enables and forces row
+--    level security on `rel`, (re)creates the permissive policy
+--    `<prefix><table>` FOR ALL TO `to_role` (PUBLIC or app_user) with `expr`
+--    as both USING and WITH CHECK, and grants app_user DML on the table,
+--    USAGE on its schema and USAGE, SELECT on the sequences owned by its
+--    columns (serial), so inserts work. The name is shortened with an md5
+--    suffix when it would exceed the 63-byte identifier limit (PostgreSQL
+--    would otherwise truncate silently, and two long names could collide).
+--    Returns the policy name.
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION pgvpd_install_policy(rel regclass, prefix text, to_role text, expr text)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    nsp name;
+    tbl name;
+    pol text;
+    seq record;
+BEGIN
+    IF to_role NOT IN ('PUBLIC', 'app_user') THEN
+        RAISE EXCEPTION 'pgvpd_install_policy: role % is not PUBLIC or app_user', to_role
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT n.nspname, c.relname INTO nsp, tbl
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = rel;
+
+    pol := prefix || tbl;
+    IF octet_length(pol) > 63 THEN
+        -- Keep whole characters: drop from the end until prefix + '_' + 8 hex fit.
+        pol := left(pol, 54);
+        WHILE octet_length(pol) > 54 LOOP
+            pol := left(pol, -1);
+        END LOOP;
+        pol := pol || '_' || left(md5(prefix || tbl), 8);
+    END IF;
+
+    EXECUTE format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY', nsp, tbl);
+    EXECUTE format('ALTER TABLE %I.%I FORCE ROW LEVEL SECURITY', nsp, tbl);
+    EXECUTE format('DROP POLICY IF EXISTS %I ON %I.%I', pol, nsp, tbl);
+    EXECUTE format(
+        'CREATE POLICY %I ON %I.%I AS PERMISSIVE FOR ALL TO %s USING (%s) WITH CHECK (%s)',
+        pol, nsp, tbl, to_role, expr, expr);
+
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO app_user', nsp);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.%I TO app_user', nsp, tbl);
+    FOR seq IN
+        SELECT s.oid::regclass AS seqname
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass
+          AND d.refclassid = 'pg_catalog.pg_class'::regclass
+          AND d.refobjid = rel AND d.deptype = 'a'
+    LOOP
+        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO app_user', seq.seqname);
+    END LOOP;
+    RETURN pol;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
 -- 4. pgvpd_protect(table, tenant_column): turn on tenant isolation for a table.
 --
 --    * target_table may be schema-qualified and/or quoted ('billing.invoices',
@@ -123,40 +225,15 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     rel        regclass;
-    nsp        name;
-    tbl        name;
-    kind       "char";
     coltype    regtype;
     rhs        text;
     pol        text;
-    seq        record;
 BEGIN
     IF target_table IS NULL OR tenant_column IS NULL THEN
         RAISE EXCEPTION 'pgvpd_protect: table and column must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-
-    BEGIN
-        rel := pg_catalog.to_regclass(target_table);
-    EXCEPTION WHEN invalid_name OR syntax_error OR undefined_object THEN
-        rel := NULL;  -- e.g. 'a.b.c.d': not a valid name; retried below
-    END;
-    IF rel IS NULL AND strpos(target_table, '.') = 0 THEN
-        rel := pg_catalog.to_regclass(pg_catalog.quote_ident(target_table));
-    END IF;
-    IF rel IS NULL THEN
-        RAISE EXCEPTION 'pgvpd_protect: table % does not exist', target_table
-            USING ERRCODE = 'undefined_table',
-                  HINT = 'Use a schema-qualified name (schema.table) or check search_path.';
-    END IF;
-
-    SELECT n.nspname, c.relname, c.relkind INTO nsp, tbl, kind
-    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.oid = rel;
-    IF kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'pgvpd_protect: % is not a table (relkind %)', rel, kind
-            USING ERRCODE = 'wrong_object_type';
-    END IF;
+    rel := pgvpd_table(target_table, 'pgvpd_protect');
 
     SELECT a.atttypid::regtype INTO coltype
     FROM pg_catalog.pg_attribute a
@@ -185,37 +262,10 @@ BEGIN
             USING ERRCODE = 'feature_not_supported';
     END IF;
 
-    pol := 'pgvpd_tenant_isolation_' || tbl;
-    IF octet_length(pol) > 63 THEN
-        -- Keep whole characters: drop from the end until prefix + '_' + 8 hex fit.
-        pol := left(pol, 54);
-        WHILE octet_length(pol) > 54 LOOP
-            pol := left(pol, -1);
-        END LOOP;
-        pol := pol || '_' || left(md5('pgvpd_tenant_isolation_' || tbl), 8);
-    END IF;
+    pol := pgvpd_install_policy(rel, 'pgvpd_tenant_isolation_', 'PUBLIC',
+                                format('%I = %s', tenant_column, rhs));
 
-    EXECUTE format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY', nsp, tbl);
-    EXECUTE format('ALTER TABLE %I.%I FORCE ROW LEVEL SECURITY', nsp, tbl);
-    EXECUTE format('DROP POLICY IF EXISTS %I ON %I.%I', pol, nsp, tbl);
-    EXECUTE format(
-        'CREATE POLICY %I ON %I.%I AS PERMISSIVE FOR ALL TO PUBLIC USING (%I = %s) WITH CHECK (%I = %s)',
-        pol, nsp, tbl, tenant_column, rhs, tenant_column, rhs);
-
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO app_user', nsp);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.%I TO app_user', nsp, tbl);
-    FOR seq IN
-        SELECT s.oid::regclass AS seqname
-        FROM pg_catalog.pg_depend d
-        JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-        WHERE d.classid = 'pg_catalog.pg_class'::regclass
-          AND d.refclassid = 'pg_catalog.pg_class'::regclass
-          AND d.refobjid = rel AND d.deptype = 'a'
-    LOOP
-        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO app_user', seq.seqname);
-    END LOOP;
-
-    RAISE NOTICE 'pgvpd: protected %.% on column % (%): policy %', nsp, tbl, tenant_column, coltype, pol;
+    RAISE NOTICE 'pgvpd: protected % on column % (%): policy %', rel, tenant_column, coltype, pol;
 END
 $$;
 
