@@ -956,6 +956,27 @@ impl Session {
         }
     }
 
+    /// Frames one message from `ring` (taken out of the session) in `phase`
+    /// and hands its tag, wire bytes and body to `f`; the message is consumed
+    /// afterwards. `Ok(None)`: no whole message yet.
+    fn next_message<R>(
+        &mut self,
+        ring: &mut ByteRing,
+        phase: FramePhase,
+        f: impl FnOnce(&mut Self, u8, &[u8], &[u8]) -> R,
+    ) -> Result<Option<R>, ProtoError> {
+        let lim = self.cfg.limits;
+        let Some((t, wire_len)) = Self::frame_len(ring, phase, &lim)? else {
+            return Ok(None);
+        };
+        let data = ring.contiguous();
+        let wire = data.get(..wire_len).unwrap_or(&[]);
+        let body = wire.get(5..).unwrap_or(&[]);
+        let r = f(self, t, wire, body);
+        ring.consume(wire_len);
+        Ok(Some(r))
+    }
+
     /// Frames one message from `ring` in `phase`. `Err` on invalid input; also
     /// when the ring is full but holds no complete message (it can never fit).
     fn frame_len(
@@ -1381,40 +1402,27 @@ impl Session {
         let Some(mut ring) = self.s2c.take() else {
             return false;
         };
-        let lim = self.cfg.limits;
-        let progressed = match Self::frame_len(&mut ring, fphase, &lim) {
-            Err(ProtoError::TooLong { max, .. }) if matches!(self.phase, Phase::Resolving(..)) => {
-                self.s2c = Some(ring);
-                self.resolver_too_large(max, now);
-                return true;
-            }
-            Err(e) => {
-                self.s2c = Some(ring);
-                self.violation(Side::Server, e, now);
-                return true;
-            }
+        let framed = self.next_message(&mut ring, fphase, |s, t, wire, body| {
+            s.on_server_message(t, wire, body, now)
+        });
+        if self.is_ending() {
+            // Nothing the server sent after an error or refusal may reach
+            // the client (e.g. the ReadyForQuery after Sync).
+            ring.clear();
+        }
+        self.s2c = Some(ring);
+        match framed {
             Ok(None) => false,
-            Ok(Some((t, wire_len))) => {
-                let data = ring.contiguous();
-                let wire = data.get(..wire_len).unwrap_or(&[]);
-                let body = wire.get(5..).unwrap_or(&[]);
-                let r = self.on_server_message(t, wire, body, now);
-                ring.consume(wire_len);
-                if self.is_ending() {
-                    // Nothing the server sent after an error or refusal may
-                    // reach the client (e.g. the ReadyForQuery after Sync).
-                    ring.clear();
-                }
-                if let Err(e) = r {
-                    self.s2c = Some(ring);
-                    self.violation(Side::Server, e, now);
-                    return true;
-                }
+            Ok(Some(Ok(()))) => true,
+            Err(ProtoError::TooLong { max, .. }) if matches!(self.phase, Phase::Resolving(..)) => {
+                self.resolver_too_large(max, now);
                 true
             }
-        };
-        self.s2c = Some(ring);
-        progressed
+            Err(e) | Ok(Some(Err(e))) => {
+                self.violation(Side::Server, e, now);
+                true
+            }
+        }
     }
 
     /// A ParameterStatus after the login (resolvers, context batch): relayed

@@ -165,26 +165,20 @@ impl Session {
         let Some(mut ring) = self.c2s.take() else {
             return false;
         };
-        let lim = self.cfg.limits;
-        let res = Self::frame_len(&mut ring, crate::protocol::FramePhase::ClientAuth, &lim);
-        let outcome = match res {
-            Err(e) => Err(e),
-            Ok(None) => {
-                self.c2s = Some(ring);
-                return false;
-            }
-            Ok(Some((_, wire_len))) => {
-                let data = ring.contiguous();
-                let body = data.get(5..wire_len).unwrap_or(&[]);
-                let r = match &mut self.phase {
-                    Phase::PoolAuth(_, auth) => Ok(auth.on_message(body, &mut self.to_client)),
-                    _ => Err(ProtoError::BadValue("authentication state")),
-                };
-                ring.consume(wire_len);
-                r
-            }
-        };
+        let framed = self.next_message(
+            &mut ring,
+            crate::protocol::FramePhase::ClientAuth,
+            |s, _, _, body| match &mut s.phase {
+                Phase::PoolAuth(_, auth) => Ok(auth.on_message(body, &mut s.to_client)),
+                _ => Err(ProtoError::BadValue("authentication state")),
+            },
+        );
         self.c2s = Some(ring);
+        let outcome = match framed {
+            Ok(None) => return false,
+            Ok(Some(r)) => r,
+            Err(e) => Err(e),
+        };
         match outcome {
             Err(e) => self.violation(Side::Client, e, now),
             Ok(AuthOutcome::Continue) => {}

@@ -332,24 +332,15 @@ impl Session {
         let Some(mut ring) = self.s2c.take() else {
             return false;
         };
-        let lim = self.cfg.limits;
-        let framed = Self::frame_len(&mut ring, FramePhase::Server, &lim);
-        let outcome = match framed {
-            Err(e) => Err(e),
-            Ok(None) => {
-                self.s2c = Some(ring);
-                return false;
-            }
-            Ok(Some((t, wire_len))) => {
-                let data = ring.contiguous();
-                let wire = data.get(..wire_len).unwrap_or(&[]);
-                let body = wire.get(5..).unwrap_or(&[]);
-                let r = self.on_step_answer(t, wire, body);
-                ring.consume(wire_len);
-                r
-            }
-        };
+        let framed = self.next_message(&mut ring, FramePhase::Server, |s, t, wire, body| {
+            s.on_step_answer(t, wire, body)
+        });
         self.s2c = Some(ring);
+        let outcome = match framed {
+            Ok(None) => return false,
+            Ok(Some(r)) => r,
+            Err(e) => Err(e),
+        };
         match outcome {
             Err(e) => self.violation(Side::Server, e, now),
             Ok(StepAnswer::More) => {}
