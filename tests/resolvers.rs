@@ -1,7 +1,8 @@
 //! Context resolvers end to end (issue 6): SQL run after login that turns
 //! the identity in the user name into more context, in every pool mode.
-//! Same runner and cluster as `integration`; every case makes its own
-//! tables (`rz_*`), so the suite does not depend on other fixtures.
+//! Same runner and cluster as `integration`; the memberships are the
+//! fixture table `org_memberships` (tests/fixtures.sql), other tables
+//! (`rz_*`) are made by the cases that use them.
 //!
 //! `cargo test --test resolvers` runs all cases; `-- cache` only those whose
 //! name contains "cache".
@@ -45,20 +46,8 @@ const USER: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 const ORG: &str = "11111111-2222-3333-4444-555555555555";
 const NOBODY: &str = "00000000-0000-0000-0000-000000000000";
 
-/// The membership table of pgvpd 1.0's resolver tests (one active and one
-/// inactive membership for USER), readable by app_user; idempotent.
-fn members_table(ctx: &Ctx) {
-    ctx.cluster.sql(&format!(
-        "CREATE TABLE IF NOT EXISTS rz_members (user_id uuid, org_id uuid, role text, is_active bool);
-         TRUNCATE rz_members;
-         INSERT INTO rz_members VALUES
-           ('{USER}', '{ORG}', 'admin', true),
-           ('{USER}', '99999999-9999-9999-9999-999999999999', 'viewer', false);
-         GRANT SELECT ON rz_members TO app_user;"
-    ));
-}
-
-/// pgvpd 1.0's resolver file (behaviour §10.1), on `rz_members`.
+/// pgvpd 1.0's resolver file (behaviour §10.1), on the fixture table
+/// `org_memberships` (tests/fixtures.sql: USER is an active admin of ORG).
 fn v1_resolver(extra: &str) -> String {
     format!(
         r#"
@@ -67,7 +56,7 @@ fn v1_resolver(extra: &str) -> String {
 name = "org_membership"
 query = """
   SELECT org_id::text AS org_id, role
-  FROM rz_members
+  FROM org_memberships
   WHERE user_id = $1::uuid AND is_active
   LIMIT 1
 """
@@ -126,7 +115,6 @@ fn setting(c: &mut RawConn, name: &str) -> String {
 
 /// 1.0's checks 3.1, 3.1b, 3.2, 3.3 (cache hit, now counted per session).
 fn resolver_v1_checks(ctx: &Ctx) {
-    members_table(ctx);
     let p = passthrough(ctx, &v1_resolver(""), "");
     let mut c = login(&p, USER, false).expect("login");
     assert_eq!(setting(&mut c, "app.org_id"), ORG, "3.1");
@@ -168,13 +156,12 @@ fn resolver_v1_checks(ctx: &Ctx) {
 /// A client's search_path (startup options) cannot change what a resolver
 /// reads: schema `evil` shadows the table, yet the context is the same.
 fn resolver_search_path_hijack(ctx: &Ctx) {
-    members_table(ctx);
     ctx.cluster.sql(&format!(
         "DROP SCHEMA IF EXISTS evil CASCADE; CREATE SCHEMA evil;
          GRANT USAGE ON SCHEMA evil TO app_user;
-         CREATE TABLE evil.rz_members (user_id uuid, org_id uuid, role text, is_active bool);
-         INSERT INTO evil.rz_members VALUES ('{USER}', '{NOBODY}', 'owner', true);
-         GRANT SELECT ON evil.rz_members TO app_user;"
+         CREATE TABLE evil.org_memberships (user_id uuid, org_id uuid, role text, is_active bool);
+         INSERT INTO evil.org_memberships VALUES ('{USER}', '{NOBODY}', 'owner', true);
+         GRANT SELECT ON evil.org_memberships TO app_user;"
     ));
     let toml = v1_resolver("").replace("cache_ttl = 60", "cache_ttl = 0");
     for mode in ["none", "session", "transaction"] {
@@ -203,7 +190,7 @@ fn resolver_search_path_hijack(ctx: &Ctx) {
             if !params.is_empty() {
                 // The session itself does see the shadow table first.
                 assert_eq!(
-                    c.query_one("SELECT role FROM rz_members LIMIT 1")
+                    c.query_one("SELECT role FROM org_memberships LIMIT 1")
                         .as_deref(),
                     Some("owner"),
                     "{mode} {params:?}: the client's own search_path applies to the client"
@@ -267,7 +254,6 @@ inject = { "app.joined" = "joined" }
 /// A required resolver with no row refuses the session (28000) in every
 /// mode, more times than pool_size, and the pool keeps serving.
 fn resolver_required_no_row_pools(ctx: &Ctx) {
-    members_table(ctx);
     let toml = v1_resolver("").replace("required = false", "required = true");
     for mode in ["none", "session", "transaction"] {
         let p = match mode {
@@ -348,7 +334,6 @@ timeout = 1
 
 /// Concurrent misses for one identity run the query once; hits are counted.
 fn resolver_cache_single_flight(ctx: &Ctx) {
-    members_table(ctx);
     ctx.cluster.sql(
         "DROP SEQUENCE IF EXISTS rz_calls; CREATE SEQUENCE rz_calls;
          GRANT USAGE ON SEQUENCE rz_calls TO app_user;",
@@ -359,7 +344,7 @@ fn resolver_cache_single_flight(ctx: &Ctx) {
 name = "counted"
 query = """
 SELECT m.org_id::text AS org_id, nextval('rz_calls') AS n, pg_sleep(0.3)::text AS z
-FROM rz_members m WHERE m.user_id = $1::uuid AND m.is_active
+FROM org_memberships m WHERE m.user_id = $1::uuid AND m.is_active
 """
 params = ["app.user_id"]
 inject = { "app.org_id" = "org_id", "app.call" = "n" }
