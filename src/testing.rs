@@ -2013,6 +2013,22 @@ pub fn conn_ops_run(data: &[u8]) -> ConnRunSummary {
     }
 }
 
+/// pgvpd 1.0's test resolver file (behaviour §10.1): the membership lookup
+/// on `org_memberships` (tests/fixtures.sql has the table).
+pub const V1_RESOLVER_FILE: &str = r#"[[resolver]]
+name = "org_membership"
+query = """
+  SELECT org_id::text AS org_id, role
+  FROM org_memberships
+  WHERE user_id = $1::uuid AND is_active
+  LIMIT 1
+"""
+params = ["app.user_id"]
+inject = { "app.org_id" = "org_id", "app.org_role" = "role" }
+required = false
+cache_ttl = 60
+"#;
+
 /// Small seed inputs per target (name, bytes), made from real messages.
 /// Written to `fuzz/seeds/<target>/` by the ignored test `write_seeds`.
 pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
@@ -2089,20 +2105,7 @@ pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     v.push((
         "resolvers",
         "org-membership",
-        br#"[[resolver]]
-name = "org_membership"
-query = """
-  SELECT org_id::text AS org_id, role
-  FROM org_memberships
-  WHERE user_id = $1::uuid AND is_active
-  LIMIT 1
-"""
-params = ["app.user_id"]
-inject = { "app.org_id" = "org_id", "app.org_role" = "role" }
-required = false
-cache_ttl = 60
-"#
-        .to_vec(),
+        V1_RESOLVER_FILE.as_bytes().to_vec(),
     ));
     v.push((
         "resolvers",

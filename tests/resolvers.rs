@@ -49,24 +49,7 @@ const NOBODY: &str = "00000000-0000-0000-0000-000000000000";
 /// pgvpd 1.0's resolver file (behaviour §10.1), on the fixture table
 /// `org_memberships` (tests/fixtures.sql: USER is an active admin of ORG).
 fn v1_resolver(extra: &str) -> String {
-    format!(
-        r#"
-# the org of a user
-[[resolver]]
-name = "org_membership"
-query = """
-  SELECT org_id::text AS org_id, role
-  FROM org_memberships
-  WHERE user_id = $1::uuid AND is_active
-  LIMIT 1
-"""
-params = ["app.user_id"]
-inject = {{ "app.org_id" = "org_id", "app.org_role" = "role" }}
-required = false
-cache_ttl = 60
-{extra}
-"#
-    )
+    format!("{}{extra}\n", pgvpd::testing::V1_RESOLVER_FILE)
 }
 
 /// Writes `toml` to a new file and returns the proxy config lines for it.

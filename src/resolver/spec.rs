@@ -965,19 +965,7 @@ mod tests {
         )
     }
 
-    const ORG_MEMBERSHIP: &str = r#"[[resolver]]
-name = "org_membership"
-query = """
-  SELECT org_id::text AS org_id, role
-  FROM org_memberships
-  WHERE user_id = $1::uuid AND is_active
-  LIMIT 1
-"""
-params = ["app.user_id"]
-inject = { "app.org_id" = "org_id", "app.org_role" = "role" }
-required = false
-cache_ttl = 60
-"#;
+    use crate::testing::V1_RESOLVER_FILE as ORG_MEMBERSHIP;
 
     #[test]
     fn pgvpd_1_0_test_file() {
