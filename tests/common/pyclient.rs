@@ -6,7 +6,7 @@
 //! seconds with a warm pip cache). When that is impossible the calling case
 //! FAILS with the reason; it never skips.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -80,28 +80,34 @@ fn create_venv() -> Result<PathBuf, String> {
         "python3 -m venv (needs python3 with the venv module: apt-get install -y python3-venv)",
         Duration::from_secs(120),
     )?;
-    eprintln!(
-        "psycopg venv: {} -m pip install \"psycopg[binary]\" (from PyPI)",
-        python.display()
-    );
-    run(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            "psycopg[binary]",
-        ]),
-        "pip install \"psycopg[binary]\" (needs PyPI access)",
-        Duration::from_secs(300),
-    )?;
+    pip_install(&python, "psycopg[binary]")?;
     let v = check_psycopg(&python)?;
     eprintln!(
         "psycopg venv: installed {v} in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
     Ok(python)
+}
+
+/// `python -m pip install package` from PyPI (5 min limit).
+fn pip_install(python: &Path, package: &str) -> Result<(), String> {
+    eprintln!(
+        "venv: {} -m pip install \"{package}\" (from PyPI)",
+        python.display()
+    );
+    run(
+        Command::new(python).args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            package,
+        ]),
+        &format!("pip install \"{package}\" (needs PyPI access)"),
+        Duration::from_secs(300),
+    )
+    .map(|_| ())
 }
 
 /// Creates the venv once per process (later calls return the cached result).
@@ -157,25 +163,10 @@ pub fn asyncpg_python() -> PathBuf {
         "import asyncpg",
         Duration::from_secs(60),
     );
-    if has.is_err() {
-        eprintln!(
-            "asyncpg: {} -m pip install asyncpg (from PyPI)",
-            python.display()
-        );
-        if let Err(e) = run(
-            Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "asyncpg",
-            ]),
-            "pip install asyncpg (needs PyPI access)",
-            Duration::from_secs(300),
-        ) {
-            panic!("asyncpg is required by this test and could not be installed: {e}");
-        }
+    if has.is_err()
+        && let Err(e) = pip_install(&python, "asyncpg")
+    {
+        panic!("asyncpg is required by this test and could not be installed: {e}");
     }
     python
 }
