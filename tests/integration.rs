@@ -1021,6 +1021,19 @@ fn cli_config_errors_and_check(ctx: &Ctx) {
 }
 
 /// The SQL kit straight on the cluster (no proxy).
+/// `table` has exactly one policy, named `prefix…` and within PostgreSQL's
+/// 63-byte identifier limit (protecting twice replaces it).
+fn assert_one_short_policy(cl: &common::Cluster, table: &str, prefix: &str) {
+    let pol = cl.sql(&format!(
+        "SELECT count(*), max(octet_length(polname)), bool_and(polname LIKE '{prefix}%') \
+         FROM pg_policy WHERE polrelid = '{table}'::regclass"
+    ));
+    let f: Vec<&str> = pol.split('|').collect();
+    assert_eq!(f[0], "1", "protect twice leaves one policy: {pol}");
+    assert!(f[1].parse::<u32>().unwrap() <= 63, "{pol}");
+    assert_eq!(f[2], "t", "{pol}");
+}
+
 fn sql_kit_direct(ctx: &Ctx) {
     let cl = &ctx.cluster;
     let as_app = |ctxval: Option<&str>, sql: &str| {
@@ -1103,14 +1116,7 @@ fn sql_kit_direct(ctx: &Ctx) {
             "{bad}"
         );
     }
-    let pol = cl.sql(&format!(
-        "SELECT count(*), max(octet_length(polname)), bool_and(polname LIKE 'pgvpd_tenant_isolation_%') \
-         FROM pg_policy WHERE polrelid = '{long}'::regclass"
-    ));
-    let f: Vec<&str> = pol.split('|').collect();
-    assert_eq!(f[0], "1", "protect twice leaves one policy: {pol}");
-    assert!(f[1].parse::<u32>().unwrap() <= 63, "{pol}");
-    assert_eq!(f[2], "t", "{pol}");
+    assert_one_short_policy(cl, &long, "pgvpd_tenant_isolation_");
     assert_eq!(
         cl.sql("SELECT count(*) FROM pg_policy WHERE polrelid = '\"MixedCase\"'::regclass"),
         "1"
@@ -1926,14 +1932,7 @@ fn sql_protect_acl(ctx: &Ctx) {
         cl.sql("SELECT count(*) FROM pg_policy WHERE polrelid = '\"AclMixed\"'::regclass"),
         "1"
     );
-    let pol = cl.sql(&format!(
-        "SELECT count(*), max(octet_length(polname)), bool_and(polname LIKE 'pgvpd_acl_%') \
-         FROM pg_policy WHERE polrelid = '{long}'::regclass"
-    ));
-    let f: Vec<&str> = pol.split('|').collect();
-    assert_eq!(f[0], "1", "protect twice leaves one policy: {pol}");
-    assert!(f[1].parse::<u32>().unwrap() <= 63, "{pol}");
-    assert_eq!(f[2], "t", "{pol}");
+    assert_one_short_policy(cl, &long, "pgvpd_acl_");
     // Another permissive policy on the table (pgvpd_protect's): ORed, so warned about.
     cl.sql(&format!(
         "ALTER TABLE {long} ADD COLUMN tenant_id text; SELECT pgvpd_protect('{long}')"
