@@ -418,13 +418,7 @@ impl Worker {
             return;
         };
         debug!("client_accepted", conn = id, peer = peer);
-        if let Err(e) = registry.register(
-            conn.client.stream_mut(),
-            token::encode(slot, generation, Side::Client),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            conn.session
-                .abort(CloseReason::IoError, format!("register: {e}"));
+        if !register_client(registry, conn, slot, generation) {
             self.closing.push(slot);
             return;
         }
@@ -567,6 +561,24 @@ impl Worker {
 
 fn now_ms_since(t: Instant) -> u128 {
     t.elapsed().as_millis()
+}
+
+/// Registers a client socket under its connection's token (both
+/// directions, edge-triggered); on failure the session is aborted and false
+/// returned (the caller closes the slot).
+fn register_client(registry: &Registry, conn: &mut Conn, slot: usize, generation: u64) -> bool {
+    match registry.register(
+        conn.client.stream_mut(),
+        token::encode(slot, generation, Side::Client),
+        Interest::READABLE | Interest::WRITABLE,
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            conn.session
+                .abort(CloseReason::IoError, format!("register: {e}"));
+            false
+        }
+    }
 }
 
 fn sync_deadline(conn: &mut Conn, deadlines: &mut Deadlines, slot: usize, generation: u64) {

@@ -14,12 +14,11 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mio::{Interest, Waker};
+use mio::Waker;
 
 use super::{Conn, PoolReq, Worker, sync_deadline};
-use crate::conn::{CloseReason, Side};
+use crate::conn::CloseReason;
 use crate::pool::PoolKey;
-use crate::reactor::token;
 use crate::reactor::transport::Ready;
 use crate::stats::{self, STATS};
 use crate::{debug, warn};
@@ -189,13 +188,7 @@ impl Worker {
             self.closing.push(slot);
             return;
         }
-        if let Err(e) = registry.register(
-            conn.client.stream_mut(),
-            token::encode(slot, generation, Side::Client),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            conn.session
-                .abort(CloseReason::IoError, format!("register: {e}"));
+        if !super::register_client(registry, conn, slot, generation) {
             self.closing.push(slot);
             return;
         }
