@@ -203,15 +203,29 @@ struct Cycle {
     /// Array: the elements per output.
     elems: Vec<Vec<String>>,
     bytes: usize,
-    /// The cycle failed: the refusal is reported at its ReadyForQuery.
-    failed: Option<Refusal>,
+    /// The cycle failed: what to do at its ReadyForQuery.
+    failed: Option<Failed>,
     /// Key this session leads in the cache (filled or abandoned).
     lead: Option<Key>,
     /// When the cycle was sent.
     sent: Instant,
-    /// Cancelled long before its timeout: a late cancel meant for the
-    /// pooled server's previous client; the cycle is sent again once.
-    stray_cancel: bool,
+}
+
+impl Cycle {
+    /// Records the cycle's refusal; the first failure is the one reported.
+    fn fail(&mut self, r: Refusal) {
+        self.failed.get_or_insert(Failed::Refuse(r));
+    }
+}
+
+/// How a failed cycle ends.
+#[derive(Debug)]
+enum Failed {
+    /// The session is refused.
+    Refuse(Refusal),
+    /// Cancelled long before its timeout: a late cancel meant for the pooled
+    /// server's previous client; the cycle is sent again, once.
+    Retry,
 }
 
 #[derive(Debug)]
@@ -362,7 +376,6 @@ impl Run {
                 failed: None,
                 lead,
                 sent: now,
-                stray_cancel: false,
             }));
             let due = now
                 .checked_add(r.timeout.saturating_add(DEADLINE_GRACE))
@@ -441,23 +454,24 @@ impl Run {
                 // Half its timeout or less: not our statement_timeout.
                 let early = now.saturating_duration_since(c.sent)
                     < r.timeout.checked_div(2).unwrap_or_default();
-                c.stray_cancel = cancelled && early && !self.retried;
-                c.failed = Some(if cancelled {
-                    refuse(
+                c.failed = Some(if cancelled && early && !self.retried {
+                    Failed::Retry
+                } else if cancelled {
+                    Failed::Refuse(refuse(
                         "57014",
                         format!(
                             "resolver '{}' timed out after {} ms",
                             r.name,
                             r.timeout.as_millis()
                         ),
-                    )
+                    ))
                 } else {
                     let code = f
                         .code
                         .and_then(|c| std::str::from_utf8(c).ok())
                         .filter(|c| c.len() == 5 && c.bytes().all(|b| b.is_ascii_alphanumeric()))
                         .unwrap_or("XX000");
-                    refuse(code, format!("resolver '{}' failed: {msg}", r.name))
+                    Failed::Refuse(refuse(code, format!("resolver '{}' failed: {msg}", r.name)))
                 });
             }
             c.expect = Expect::Ready;
@@ -486,8 +500,8 @@ impl Run {
                 for (var, col) in &r.inject {
                     match names.iter().position(|n| *n == col.as_bytes()) {
                         Some(i) => c.cols.push(i),
-                        None if c.failed.is_none() => {
-                            c.failed = Some(refuse(
+                        None => {
+                            c.fail(refuse(
                                 "42703",
                                 format!(
                                     "resolver '{}': its result has no column '{col}' (for '{var}')",
@@ -495,18 +509,15 @@ impl Run {
                                 ),
                             ));
                         }
-                        None => {}
                     }
                 }
                 c.expect = Expect::Rows;
             }
             (Expect::Describe, tag::NO_DATA) => {
-                c.failed.get_or_insert_with(|| {
-                    refuse(
-                        "42P17",
-                        format!("resolver '{}': its query returns no columns", r.name),
-                    )
-                });
+                c.fail(refuse(
+                    "42P17",
+                    format!("resolver '{}': its query returns no columns", r.name),
+                ));
                 c.expect = Expect::Rows;
             }
             (Expect::Rows, tag::DATA_ROW) => {
@@ -516,7 +527,7 @@ impl Run {
                     return Ok(Fed::More);
                 }
                 if r.rows == Rows::One && c.rows > 1 {
-                    c.failed = Some(refuse(
+                    c.fail(refuse(
                         "21000",
                         format!(
                             "resolver '{}' returned more than one row (rows = \"one\")",
@@ -532,7 +543,7 @@ impl Run {
                         c.bytes = c.bytes.saturating_add(v.len()).saturating_add(3);
                     }
                     if c.bytes > MAX_RESULT_BYTES {
-                        c.failed = Some(refuse(
+                        c.fail(refuse(
                             "54000",
                             format!(
                                 "resolver '{}': its result exceeds {MAX_RESULT_BYTES} bytes",
@@ -570,17 +581,21 @@ impl Run {
             return Err(ProtoError::BadValue("resolver state"));
         };
         let c = *c;
-        if let Some(refusal) = c.failed {
+        if let Some(failed) = c.failed {
             if let Some(k) = &c.lead {
                 engine.cache.abandon(k);
             }
-            if c.stray_cancel {
-                // Same resolver again (`next` unchanged), once.
-                self.retried = true;
-                return Ok(Fed::CycleDone);
-            }
-            self.state = State::Finished;
-            return Ok(Fed::Refused(refusal));
+            return Ok(match failed {
+                Failed::Retry => {
+                    // Same resolver again (`next` unchanged), once.
+                    self.retried = true;
+                    Fed::CycleDone
+                }
+                Failed::Refuse(refusal) => {
+                    self.state = State::Finished;
+                    Fed::Refused(refusal)
+                }
+            });
         }
         let result: Resolved = match r.rows {
             _ if c.rows == 0 => None,
