@@ -9,6 +9,9 @@
 //! that never reports is replaced once its deadline passes, so nobody waits
 //! longer than one resolver timeout for somebody else.
 //!
+//! The bound counts finished entries; keys being resolved (one per leading
+//! session at most) come on top and are bounded by the sessions alive.
+//!
 //! Shared by every worker behind one mutex, held only for a lookup or an
 //! insert (no I/O, no allocation proportional to anything but the key).
 //! Time is passed in: pure and testable with a fake clock.
