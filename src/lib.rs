@@ -7,6 +7,7 @@
 //! mio, signals or the clock.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod buf;
 pub mod config;

@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
+use pgvpd::admin::{self, AdminConfig, AdminSources, PoolSnapshots};
 use pgvpd::auth::userlist::{Secret, UserList};
 use pgvpd::config::{self, Command, Config, PoolAuthMethod, PoolMode, UpstreamTls};
 use pgvpd::conn::pool_auth::{AuthDb, Method};
 use pgvpd::conn::server::UpstreamSecret;
 use pgvpd::conn::{PoolSettings, SessionConfig};
-use pgvpd::reactor::{self, Shared, WorkerSettings};
+use pgvpd::reactor::{self, Shared, WorkerHandle, WorkerSettings};
 use pgvpd::resolver::run::Engine;
 use pgvpd::sys::{self, Signal};
 use pgvpd::tls;
@@ -19,9 +20,6 @@ use pgvpd::{error, info, log, warn};
 /// Settings accepted for pgvpd 1.0 compatibility whose feature is not in this
 /// build yet: refusing to start is safer than silently ignoring them.
 fn not_yet_supported(c: &Config) -> Option<&'static str> {
-    if c.admin_port.is_some() {
-        return Some("admin_port");
-    }
     if c.tenant_query_timeout.is_some() {
         return Some("tenant_query_timeout");
     }
@@ -218,7 +216,19 @@ fn bind(host: &str, port: u16) -> Result<TcpListener, String> {
     TcpListener::bind((host, port)).map_err(|e| format!("cannot listen on {host}:{port}: {e}"))
 }
 
+/// Asks the workers to drain and waits for them.
+fn stop_workers(shared: &Shared, workers: Vec<WorkerHandle>) {
+    shared.shutdown.store(true, Ordering::Relaxed);
+    for w in &workers {
+        let _ = w.waker.wake();
+    }
+    for w in workers {
+        let _ = w.thread.join();
+    }
+}
+
 fn run(cfg: Config) -> ExitCode {
+    let started = std::time::Instant::now();
     log::set_level(cfg.log_level);
     let tls_setup = match load_tls(&cfg) {
         Ok(t) => t,
@@ -304,6 +314,9 @@ fn run(cfg: Config) -> ExitCode {
             }
         }
     }
+    let resolver_engine = session.resolvers.clone();
+    // Pool buckets for the admin API, one slot per worker (workers publish into it).
+    let pool_snapshots = Arc::new(PoolSnapshots::new(cfg.workers));
     let settings = WorkerSettings {
         session: Arc::new(session),
         upstream: upstream.clone().into(),
@@ -341,6 +354,26 @@ fn run(cfg: Config) -> ExitCode {
         mode = cfg.pool_mode.as_str(),
         version = env!("CARGO_PKG_VERSION")
     );
+    let admin = match AdminConfig::from_config(&cfg) {
+        None => None,
+        Some(acfg) => {
+            let sources = AdminSources::new(
+                &cfg,
+                upstream.clone().into(),
+                resolver_engine,
+                pool_snapshots,
+                started,
+            );
+            match admin::spawn(acfg, sources) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    error!("startup_failed", error = e);
+                    stop_workers(&shared, workers);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     loop {
         match sys::wait_signal() {
             Ok(Signal::Terminate) => break,
@@ -355,12 +388,10 @@ fn run(cfg: Config) -> ExitCode {
         }
     }
     info!("shutdown", drain_timeout_s = cfg.shutdown_timeout.as_secs());
-    shared.shutdown.store(true, Ordering::Relaxed);
-    for w in &workers {
-        let _ = w.waker.wake();
-    }
-    for w in workers {
-        let _ = w.thread.join();
+    stop_workers(&shared, workers);
+    // The admin API keeps answering while sessions drain.
+    if let Some(a) = admin {
+        a.stop();
     }
     info!("stopped");
     ExitCode::SUCCESS

@@ -964,7 +964,10 @@ mod tests {
     fn check_config_redacts_secrets() {
         let cmd = run(
             &["--check-config", "--upstream-password", "s3cret-up"],
-            &[("PGVPD_POOL_PASSWORD", "s3cret-pool")],
+            &[
+                ("PGVPD_POOL_PASSWORD", "s3cret-pool"),
+                ("PGVPD_ADMIN_TOKEN", "s3cret-admin"),
+            ],
             &[("pgvpd.conf", "pool_mode = session\n")],
         )
         .unwrap();
@@ -975,6 +978,7 @@ mod tests {
         assert!(!out.contains("s3cret"), "{out}");
         assert!(out.contains("pool_password = ********"), "{out}");
         assert!(out.contains("upstream_password = ********"), "{out}");
+        assert!(out.contains("admin_token = ********"), "{out}");
         assert!(out.contains("pool_mode = session"), "{out}");
         assert!(!format!("{cmd:?}").contains("s3cret"));
     }

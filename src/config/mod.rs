@@ -128,7 +128,8 @@ impl UpstreamTls {
     }
 }
 
-/// Effective configuration. `Debug` redacts secrets (`pool_password`, `upstream_password`).
+/// Effective configuration. `Debug` redacts secrets (`pool_password`, `upstream_password`,
+/// `admin_token`).
 #[derive(Clone, PartialEq)]
 pub struct Config {
     pub listen_host: String,
@@ -185,6 +186,10 @@ pub struct Config {
     /// Most cached resolver results (least recently used evicted; 0: no cache).
     pub resolver_cache_size: u32,
     pub admin_port: Option<u16>,
+    /// Address the admin API binds to (default 127.0.0.1; pgvpd 1.0 bound 0.0.0.0).
+    pub admin_listen: String,
+    /// Bearer token every admin API request must carry (unset: none).
+    pub admin_token: Option<String>,
     pub set_role: Option<String>,
     pub tenant_allow: Option<Vec<String>>,
     pub tenant_deny: Option<Vec<String>>,
@@ -249,6 +254,8 @@ impl Default for Config {
             resolver_search_path: "pg_catalog, public".to_string(),
             resolver_cache_size: 10_000,
             admin_port: None,
+            admin_listen: "127.0.0.1".to_owned(),
+            admin_token: None,
             set_role: None,
             tenant_allow: None,
             tenant_deny: None,
@@ -321,6 +328,8 @@ impl fmt::Debug for Config {
             resolver_search_path,
             resolver_cache_size,
             admin_port,
+            admin_listen,
+            admin_token,
             set_role,
             tenant_allow,
             tenant_deny,
@@ -376,6 +385,8 @@ impl fmt::Debug for Config {
             .field("resolver_search_path", resolver_search_path)
             .field("resolver_cache_size", resolver_cache_size)
             .field("admin_port", admin_port)
+            .field("admin_listen", admin_listen)
+            .field("admin_token", &Redacted(admin_token))
             .field("set_role", set_role)
             .field("tenant_allow", tenant_allow)
             .field("tenant_deny", tenant_deny)
@@ -464,12 +475,14 @@ mod tests {
         let cfg = Config {
             pool_password: Some("hunter2-pool".into()),
             upstream_password: Some("hunter2-up".into()),
+            admin_token: Some("hunter2-admin".into()),
             ..Config::default()
         };
         let s = format!("{cfg:?}");
         assert!(!s.contains("hunter2"), "{s}");
         assert!(s.contains("pool_password: Some(********)"), "{s}");
         assert!(s.contains("upstream_password: Some(********)"), "{s}");
+        assert!(s.contains("admin_token: Some(********)"), "{s}");
         assert!(s.contains("port: 6432"), "{s}");
         let s = format!("{:#?}", Config::default());
         assert!(s.contains("pool_password: None"), "{s}");

@@ -542,6 +542,16 @@ pub static SETTINGS: &[Setting] = &[
         secret: false, switch: false, "Port of the HTTP admin API (health, metrics, status).",
         set: |c, v| { c.admin_port = opt(v, p_u16)?; Ok(()) },
         get: |c| c.admin_port.map(|p| p.to_string())),
+    setting!("admin_listen", [], "PGVPD_ADMIN_LISTEN", ["--admin-listen"], Kind::Str,
+        "127.0.0.1", secret: false, switch: false,
+        "Address the admin API binds to (pgvpd 1.0 bound 0.0.0.0); with a non-loopback address, set admin_token.",
+        set: |c, v| { c.admin_listen = p_str(v)?; Ok(()) },
+        get: |c| Some(c.admin_listen.clone())),
+    setting!("admin_token", [], "PGVPD_ADMIN_TOKEN", ["--admin-token"], Kind::Str, "",
+        secret: true, switch: false,
+        "When set, every admin API request must carry it as Authorization: Bearer TOKEN (else 401); visible ASCII, no spaces. Prefer the config file or PGVPD_ADMIN_TOKEN to the command line (visible in ps).",
+        set: |c, v| { c.admin_token = opt(v, p_str)?; Ok(()) },
+        get: |c| c.admin_token.clone()),
     setting!("set_role", [], "PGVPD_SET_ROLE", ["--set-role"], Kind::Str, "",
         secret: false, switch: false, "Role to SET ROLE to after login (default: the login role).",
         set: |c, v| { c.set_role = opt(v, p_str)?; Ok(()) },
@@ -642,6 +652,7 @@ mod tests {
             upstream_connect_timeout: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(1),
             max_client_conn: 1,
+            admin_listen: "x".into(),
             ..Config::default()
         };
         for s in SETTINGS {
@@ -730,6 +741,8 @@ mod tests {
             "resolver_search_path",
             "resolver_cache_size",
             "admin_port",
+            "admin_listen",
+            "admin_token",
             "set_role",
             "tenant_allow",
             "tenant_deny",

@@ -19,7 +19,9 @@
 //!    as PostgreSQL folds these names);
 //! 8. `set_role`: non-empty, at most 63 bytes, no NUL; `superuser_bypass` items non-empty;
 //! 9. `tenant_max_connections`, `tenant_rate_limit` > 0 when set; `tenant_key` is one of
-//!    `context_variables`; `resolver_search_path`: non-empty, no NUL.
+//!    `context_variables`; `resolver_search_path`: non-empty, no NUL;
+//! 10. `admin_listen` non-empty; `admin_token` 1..=[`MAX_ADMIN_TOKEN`] visible ASCII characters
+//!     (it travels in an HTTP header: no spaces or control characters).
 //!
 //! Not checked here (needs I/O): that `resolvers`, `tls_cert`, `tls_key` exist and parse.
 
@@ -27,6 +29,8 @@ use super::{ClientTls, Config, ConfigError, PoolAuthMethod, PoolMode, Source, Up
 
 /// Most reactor threads.
 pub const MAX_WORKERS: usize = 64;
+/// Longest `admin_token` in bytes (it must fit the admin API's request head).
+pub const MAX_ADMIN_TOKEN: usize = 1024;
 /// PostgreSQL identifier limit (NAMEDATALEN - 1).
 pub const MAX_IDENT: usize = 63;
 /// Setting-name prefixes that may not be used for context variables: `pgvpd` is reserved for
@@ -212,6 +216,19 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be a non-empty search_path without NUL (e.g. pg_catalog, public)".into(),
         ));
     }
+    if c.admin_listen.trim().is_empty() {
+        return Err(err("admin_listen", "must not be empty".into()));
+    }
+    if let Some(t) = &c.admin_token
+        && (t.is_empty() || t.len() > MAX_ADMIN_TOKEN || !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(err(
+            "admin_token",
+            format!(
+                "must be 1 to {MAX_ADMIN_TOKEN} visible ASCII characters (no spaces or control characters)"
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -346,6 +363,38 @@ mod tests {
         // (config, key, message fragment)
         let cases: Vec<(Config, &str, &str)> = vec![
             (Config { workers: 0, ..d() }, "workers", "between 1 and 64"),
+            (
+                Config {
+                    admin_listen: " ".into(),
+                    ..d()
+                },
+                "admin_listen",
+                "empty",
+            ),
+            (
+                Config {
+                    admin_token: Some("two words".into()),
+                    ..d()
+                },
+                "admin_token",
+                "visible ASCII",
+            ),
+            (
+                Config {
+                    admin_token: Some("x".repeat(MAX_ADMIN_TOKEN + 1)),
+                    ..d()
+                },
+                "admin_token",
+                "visible ASCII",
+            ),
+            (
+                Config {
+                    admin_token: Some("caf\u{e9}".into()),
+                    ..d()
+                },
+                "admin_token",
+                "visible ASCII",
+            ),
             (Config { workers: 65, ..d() }, "workers", "between 1 and 64"),
             (
                 Config {
@@ -679,6 +728,7 @@ mod tests {
             tls_cert: Some("c".into()),
             tls_key: Some("k".into()),
             admin_port: Some(0),
+            admin_token: Some("s3cr3t-T0ken_~!".into()),
             ..d()
         })
         .unwrap();

@@ -36,7 +36,8 @@ pub use cluster::{Cluster, ClusterOpts, ServerTls, pg_bindir, pg_tool};
 pub use pki::{CertKey, TestPki};
 pub use proxy::{Proxy, kill_leftover_proxies, proxy_binary};
 pub use pyclient::{
-    asyncpg_python, ensure_psycopg_venv, node_pg_dir, psycopg_python, psycopg_query, pyvenv_dir,
+    asyncpg_python, ensure_psycopg_venv, node_pg_dir, prometheus_python, psycopg_python,
+    psycopg_query, pyvenv_dir,
 };
 pub use raw::{
     ErrorInfo, Outcome, RawConn, Rows, cancel_request_bytes, client_hello_bytes,

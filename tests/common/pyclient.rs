@@ -171,6 +171,39 @@ pub fn asyncpg_python() -> PathBuf {
     python
 }
 
+/// The venv's python with `prometheus_client` installed too (`pip install
+/// prometheus_client` once; the admin suite parses `/metrics` with it);
+/// panics (the case FAILS) with the reason when impossible.
+pub fn prometheus_python() -> PathBuf {
+    let python = psycopg_python();
+    let has = run(
+        Command::new(&python).args(["-c", "import prometheus_client.parser"]),
+        "import prometheus_client",
+        Duration::from_secs(60),
+    );
+    if has.is_err() {
+        eprintln!(
+            "prometheus_client: {} -m pip install prometheus_client (from PyPI)",
+            python.display()
+        );
+        if let Err(e) = run(
+            Command::new(&python).args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "prometheus_client",
+            ]),
+            "pip install prometheus_client (needs PyPI access)",
+            Duration::from_secs(300),
+        ) {
+            panic!("prometheus_client is required by this test and could not be installed: {e}");
+        }
+    }
+    python
+}
+
 /// A directory with node-postgres (`npm install pg` once, in
 /// `target/nodeclient`); panics (the case FAILS) with the reason when
 /// node/npm or the registry is missing.
