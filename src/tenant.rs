@@ -16,6 +16,7 @@
 //! [`Tenants::cap`] in any case. Time is passed in.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -70,8 +71,10 @@ impl Refused {
 /// The shared registry.
 #[derive(Debug)]
 pub struct Tenants {
-    max_sessions: Option<u32>,
-    rate: Option<u32>,
+    /// `tenant_max_connections` (0: none); replaced by a reload.
+    max_sessions: AtomicU32,
+    /// `tenant_rate_limit` (0: none); replaced by a reload.
+    rate: AtomicU32,
     cap: usize,
     inner: Mutex<HashMap<String, Entry>>,
 }
@@ -79,17 +82,32 @@ pub struct Tenants {
 impl Tenants {
     /// `cap`: most tenants tracked at once.
     pub fn new(max_sessions: Option<u32>, rate: Option<u32>, cap: usize) -> Tenants {
-        Tenants {
-            max_sessions,
-            rate,
+        let t = Tenants {
+            max_sessions: AtomicU32::new(0),
+            rate: AtomicU32::new(0),
             cap,
             inner: Mutex::new(HashMap::new()),
-        }
+        };
+        t.set_limits(max_sessions, rate);
+        t
     }
 
-    /// Whether any limit is configured (else sessions are not tracked).
-    pub fn limits(&self) -> bool {
-        self.max_sessions.is_some() || self.rate.is_some()
+    /// Replaces both limits (a reload). Sessions already admitted keep their slots: a
+    /// lower `tenant_max_connections` refuses new sessions until the count is below it.
+    pub fn set_limits(&self, max_sessions: Option<u32>, rate: Option<u32>) {
+        self.max_sessions
+            .store(max_sessions.unwrap_or(0), Ordering::Relaxed);
+        self.rate.store(rate.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The limits in force: (`tenant_max_connections`, `tenant_rate_limit`).
+    pub fn limits(&self) -> (Option<u32>, Option<u32>) {
+        let get = |a: &AtomicU32| Some(a.load(Ordering::Relaxed)).filter(|&n| n > 0);
+        (get(&self.max_sessions), get(&self.rate))
+    }
+
+    fn rate(&self) -> Option<u32> {
+        self.limits().1
     }
 
     /// Most tenants tracked at once.
@@ -116,12 +134,16 @@ impl Tenants {
     }
 
     fn capacity(&self) -> u64 {
-        self.rate.map_or(0, |r| u64::from(r).saturating_mul(TOKEN))
+        self.rate()
+            .map_or(0, |r| u64::from(r).saturating_mul(TOKEN))
     }
 
     /// Tokens of `e` at `now` (refilled, capped).
     fn refill(&self, e: &mut Entry, now: Instant) {
-        let Some(rate) = self.rate else { return };
+        let Some(rate) = self.rate() else {
+            e.at = now;
+            return;
+        };
         let us = now.saturating_duration_since(e.at).as_micros();
         let add = u64::try_from(us)
             .unwrap_or(u64::MAX)
@@ -132,12 +154,13 @@ impl Tenants {
 
     /// Admits one authenticated session of `tenant` at `now`.
     pub fn admit(self: &Arc<Self>, tenant: &str, now: Instant) -> Result<Admitted, Refused> {
+        let (max_sessions, rate) = self.limits();
         let mut map = self.lock();
         if !map.contains_key(tenant) && map.len() >= self.cap {
             // Drop what nothing needs any more, then give up if still full.
             map.retain(|_, e| {
                 e.sessions > 0
-                    || (self.rate.is_some()
+                    || (rate.is_some()
                         && now.saturating_duration_since(e.at).as_secs() < 1
                         && e.tokens < self.capacity())
             });
@@ -152,12 +175,12 @@ impl Tenants {
             at: now,
         });
         self.refill(e, now);
-        if let Some(max) = self.max_sessions
+        if let Some(max) = max_sessions
             && e.sessions >= max
         {
             return Err(Refused::Connections(max));
         }
-        if let Some(rate) = self.rate {
+        if let Some(rate) = rate {
             if e.tokens < TOKEN {
                 return Err(Refused::Rate(rate));
             }
@@ -176,7 +199,7 @@ impl Tenants {
             Some(e) => {
                 e.sessions = e.sessions.saturating_sub(1);
                 // Kept while its bucket still remembers recent logins.
-                e.sessions == 0 && (self.rate.is_none() || e.tokens >= self.capacity())
+                e.sessions == 0 && (self.rate().is_none() || e.tokens >= self.capacity())
             }
             None => false,
         };
@@ -282,6 +305,24 @@ mod tests {
         assert_eq!(r.admit("c", now).unwrap_err(), Refused::Registry);
         assert!(r.admit("c", now + Duration::from_secs(2)).is_ok());
         assert!(r.len() <= 2);
+    }
+
+    #[test]
+    fn limits_replaced_by_a_reload() {
+        let t = Arc::new(Tenants::new(None, None, 100));
+        let now = Instant::now();
+        let held: Vec<_> = (0..3).map(|_| t.admit("acme", now).unwrap()).collect();
+        assert_eq!(t.sessions("acme"), 3, "counted without limits too");
+        t.set_limits(Some(2), None);
+        assert_eq!(t.limits(), (Some(2), None));
+        assert_eq!(t.admit("acme", now).unwrap_err(), Refused::Connections(2));
+        drop(held);
+        let a = t.admit("acme", now).unwrap();
+        t.set_limits(None, None);
+        assert_eq!(t.limits(), (None, None));
+        let more: Vec<_> = (0..5).map(|_| t.admit("acme", now).unwrap()).collect();
+        drop((a, more));
+        assert!(t.is_empty());
     }
 
     #[test]

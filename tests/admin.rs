@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use common::fixtures::{APP_PASSWORD, DB};
 use common::pooled::{pooled_login, pooled_proxy};
 use common::runner::{self, Case};
-use common::{Ctx, Proxy, RawConn, free_port, prometheus_python, run_command};
+use common::{
+    Ctx, ErrorInfo, Outcome, Proxy, RawConn, free_port, prometheus_python, run_command, send_signal,
+};
 use pgvpd::admin::PoolBucket;
 use pgvpd::admin::render::{self, View};
 use pgvpd::stats::Stats;
@@ -35,12 +37,15 @@ const CASES: &[Case] = &[
     ("admin_health_upstream_down", admin_health_upstream_down),
     ("admin_http_limits", admin_http_limits),
     ("admin_slow_clients", admin_slow_clients),
+    ("admin_pool_bucket_labels", admin_pool_bucket_labels),
+    ("admin_post_needs_token", admin_post_needs_token),
+    ("reload_tenant_deny", reload_tenant_deny),
+    (
+        "reload_broken_config_changes_nothing",
+        reload_broken_config_changes_nothing,
+    ),
+    ("admin_kill_tenant", admin_kill_tenant),
 ];
-
-/// Cases that need the workers to publish their pools
-/// (`PoolSnapshots::publish`): move them into `CASES` once they do.
-#[allow(dead_code)]
-const AFTER_POOL_WIRING: &[Case] = &[("admin_pool_bucket_labels", admin_pool_bucket_labels)];
 
 fn main() {
     runner::run(CASES);
@@ -416,6 +421,7 @@ fn admin_escaping_real_parsers(ctx: &Ctx) {
         ("é 東京 🐘", "tab\there"),
     ];
     let view = View {
+        paused: false,
         version: "0.0.0-test",
         uptime_secs: 1,
         workers: 1,
@@ -722,14 +728,13 @@ fn admin_http_limits(ctx: &Ctx) {
         .as_bytes(),
     );
     assert_eq!(r.status, 431, "{r:?}");
-    // Unknown paths, including the routes of later issues: 404.
+    // Unknown paths: 404 (the POST endpoints: admin_post_needs_token).
     for (m, path) in [
         ("GET", "/"),
         ("GET", "/nope"),
-        ("POST", "/reload"),
-        ("POST", "/pause"),
-        ("POST", "/resume"),
-        ("POST", "/tenants/acme/kill"),
+        ("POST", "/reloads"),
+        ("POST", "/tenants/acme"),
+        ("POST", "/tenants/acme/kill/now"),
     ] {
         let r = exchange(at, &request(m, path, None));
         assert_eq!(r.status, 404, "{m} {path}: {r:?}");
@@ -821,13 +826,17 @@ fn admin_pool_bucket_labels(ctx: &Ctx) {
         c.query_one("SELECT current_database()").as_deref(),
         Some("db\"x")
     );
-    let m = get(port, "/metrics");
-    assert!(
-        m.body
-            .contains("pgvpd_pool_connections_total{database=\"db\\\"x\",role=\"app_user\"} 1"),
-        "{}",
-        m.body
-    );
+    // Workers publish their pools once a second.
+    let want = "pgvpd_pool_connections_total{database=\"db\\\"x\",role=\"app_user\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = get(port, "/metrics");
+        if m.body.contains(want) || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(m.body.contains(want), "{}", m.body);
     let samples = prom_parse(ctx, &m.body);
     assert_eq!(
         prom_value(
@@ -845,4 +854,274 @@ fn admin_pool_bucket_labels(ctx: &Ctx) {
     drop(c);
     drop(p);
     ctx.cluster.sql("DROP DATABASE \"db\"\"x\" WITH (FORCE)");
+}
+
+// ------------------------------------------------- POST endpoints and reload
+
+const TOKEN: &str = "t0ken";
+
+fn post(port: u16, path: &str, token: Option<&str>) -> Http {
+    exchange(local(port), &request("POST", path, token))
+}
+
+/// The proxy's config file with `from` replaced by `to` (exactly once).
+fn edit_config(p: &Proxy, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&p.config_path).expect("read config");
+    assert_eq!(text.matches(from).count(), 1, "{from:?} in\n{text}");
+    std::fs::write(&p.config_path, text.replacen(from, to, 1)).expect("write config");
+}
+
+/// Waits (≤ 10 s) until the log has more than `before` lines containing `what`.
+fn wait_log(p: &Proxy, what: &str, before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.log().matches(what).count() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no new {what:?} in the log:\n{}",
+            p.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn passthrough_admin(ctx: &Ctx, extra: &str) -> (Proxy, u16) {
+    let port = free_port();
+    let p = ctx.proxy(&format!(
+        "admin_port = {port}\nadmin_token = {TOKEN}\n{extra}"
+    ));
+    wait_admin(local(port));
+    (p, port)
+}
+
+fn login_result(p: &Proxy, tenant: &str) -> Result<RawConn, ErrorInfo> {
+    RawConn::login(
+        p.port,
+        &format!("app_user.{tenant}"),
+        DB,
+        Some(APP_PASSWORD),
+    )
+}
+
+/// POST endpoints change the proxy: refused without a configured token, and
+/// with a wrong one.
+fn admin_post_needs_token(ctx: &Ctx) {
+    let port = free_port();
+    let p = ctx.proxy(&format!("admin_port = {port}\ntenant_deny = x"));
+    wait_admin(local(port));
+    for path in ["/reload", "/pause", "/resume", "/tenants/acme/kill"] {
+        let r = post(port, path, None);
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+        assert!(r.body.contains("admin_token"), "{}", r.body);
+        assert_eq!(get(port, path).status, 405, "{path}");
+    }
+    drop(p);
+    let (p, port) = passthrough_admin(ctx, "");
+    assert_eq!(post(port, "/reload", Some("wrong")).status, 401);
+    assert_eq!(post(port, "/reload", None).status, 401);
+    let r = post(port, "/reload", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"status\": \"reloaded\""), "{}", r.body);
+    // Passthrough has no pools to pause.
+    let r = post(port, "/pause", Some(TOKEN));
+    assert_eq!(r.status, 409, "{}", r.body);
+    drop(p);
+}
+
+/// Issue 7: add a tenant to `tenant_deny` and reload (SIGHUP, then POST
+/// /reload): new sessions are refused, sessions already open keep working;
+/// a key that cannot be reloaded keeps its running value with a warning.
+fn reload_tenant_deny(ctx: &Ctx) {
+    for pooled in [false, true] {
+        let port = free_port();
+        let conf = format!("admin_port = {port}\nadmin_token = {TOKEN}\ntenant_deny = blocked\n");
+        let p = if pooled {
+            pooled_proxy(ctx, "transaction", &conf)
+        } else {
+            ctx.proxy(&conf)
+        };
+        wait_admin(local(port));
+        let pw = if pooled {
+            common::pooled::POOL_PASSWORD
+        } else {
+            APP_PASSWORD
+        };
+        let login = |t: &str| RawConn::login(p.port, &format!("app_user.{t}"), DB, Some(pw));
+        let mut open = login("acme").expect("acme before the reload");
+        assert_eq!(
+            open.query_one("SELECT current_setting('app.current_tenant_id')")
+                .as_deref(),
+            Some("acme")
+        );
+
+        // SIGHUP: acme denied from now on.
+        edit_config(&p, "tenant_deny = blocked", "tenant_deny = blocked, acme");
+        let before = p.log().matches("event=config_reloaded").count();
+        send_signal(p.pid(), libc::SIGHUP);
+        wait_log(&p, "event=config_reloaded", before);
+        assert!(p.log().contains("applied=tenant_deny"), "{}", p.log_tail(5));
+        let e = login("acme").err().expect("acme denied after the reload");
+        assert_eq!(e.code, "28000", "{e:?}");
+        assert!(e.message.contains("denied"), "{e:?}");
+        // The open session goes on, with its context.
+        for _ in 0..3 {
+            assert_eq!(
+                open.query_one("SELECT current_setting('app.current_tenant_id')")
+                    .as_deref(),
+                Some("acme"),
+                "the open session after the reload"
+            );
+        }
+        let mut g = login("globex").expect("globex still allowed");
+        assert_eq!(g.query_one("SELECT 1").as_deref(), Some("1"));
+
+        // POST /reload: acme allowed again; a non-reloadable key is kept.
+        edit_config(&p, "tenant_deny = blocked, acme", "tenant_deny = blocked");
+        edit_config(&p, "workers = 1", "workers = 3");
+        let r = post(port, "/reload", Some(TOKEN));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("\"tenant_deny\""), "{}", r.body);
+        assert!(
+            r.body.contains("\"kept\": [\n    \"workers\""),
+            "{}",
+            r.body
+        );
+        assert!(
+            p.log().contains("event=reload_key_not_reloadable") && p.log().contains("key=workers")
+        );
+        let mut again = login("acme").expect("acme allowed after the second reload");
+        assert_eq!(again.query_one("SELECT 1").as_deref(), Some("1"));
+        let st = exchange(local(port), &request("GET", "/status", Some(TOKEN)));
+        assert_eq!(st.body.matches("\"workers\": 1").count(), 1, "{}", st.body);
+        assert_eq!(open.query_one("SELECT 2").as_deref(), Some("2"));
+        drop((open, g, again));
+        drop(p);
+    }
+}
+
+/// A broken file on reload changes nothing: the error names the key and the
+/// line, the running configuration stays in force (SIGHUP and POST).
+fn reload_broken_config_changes_nothing(ctx: &Ctx) {
+    let (p, port) = passthrough_admin(ctx, "tenant_deny = blocked\n");
+    let good = std::fs::read_to_string(&p.config_path).unwrap();
+    let mut open = login_result(&p, "acme").expect("acme");
+    // The deny list grows, but the same file also has an error.
+    let broken = good.replace(
+        "tenant_deny = blocked",
+        "tenant_deny = blocked, acme\ntenant_max_connections = many",
+    );
+    std::fs::write(&p.config_path, &broken).unwrap();
+    let r = post(port, "/reload", Some(TOKEN));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("tenant_max_connections") && r.body.contains("nothing changed"),
+        "{}",
+        r.body
+    );
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("tenant_max_connections"))
+        .unwrap()
+        + 1;
+    assert!(
+        r.body.contains(&format!(":{line}:")),
+        "line {line} in {}",
+        r.body
+    );
+    login_result(&p, "acme").expect("acme still allowed: nothing changed");
+    // SIGHUP with a resolver file that does not parse: same.
+    let before = p.log().matches("event=config_reload_failed").count();
+    let rfile = p.dir.join("bad-resolvers.toml");
+    std::fs::write(&rfile, "[[resolver]]\nname = \"x\"\nbogus = 1\n").unwrap();
+    std::fs::write(
+        &p.config_path,
+        good.replace(
+            "tenant_deny = blocked",
+            &format!(
+                "tenant_deny = blocked, acme\nresolvers = {}",
+                rfile.display()
+            ),
+        ),
+    )
+    .unwrap();
+    send_signal(p.pid(), libc::SIGHUP);
+    wait_log(&p, "event=config_reload_failed", before);
+    assert!(
+        p.log_tail(3).contains("bad-resolvers.toml"),
+        "{}",
+        p.log_tail(3)
+    );
+    login_result(&p, "acme").expect("acme still allowed after the failed SIGHUP");
+    assert_eq!(open.query_one("SELECT 1").as_deref(), Some("1"));
+    // The good file again: it applies.
+    std::fs::write(
+        &p.config_path,
+        good.replace("tenant_deny = blocked", "tenant_deny = acme"),
+    )
+    .unwrap();
+    assert_eq!(post(port, "/reload", Some(TOKEN)).status, 200);
+    assert_eq!(
+        login_result(&p, "acme").err().expect("denied").code,
+        "28000"
+    );
+    drop(p);
+}
+
+/// `POST /tenants/NAME/kill` closes that tenant's sessions only (passthrough:
+/// the connection ends; transaction mode between transactions: FATAL
+/// 57P01); the tenant may log in again; the name is percent-decoded.
+fn admin_kill_tenant(ctx: &Ctx) {
+    // Passthrough.
+    let (p, port) = passthrough_admin(ctx, "");
+    let mut a1 = login_result(&p, "acme").expect("acme 1");
+    let mut a2 = login_result(&p, "acme").expect("acme 2");
+    let mut g = login_result(&p, "globex").expect("globex");
+    for c in [&mut a1, &mut a2, &mut g] {
+        assert_eq!(c.query_one("SELECT 1").as_deref(), Some("1"));
+    }
+    let r = post(port, "/tenants/acme/kill", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"sessions\": 2"), "{}", r.body);
+    for c in [&mut a1, &mut a2] {
+        match c.wait_error_or_eof(Duration::from_secs(10)) {
+            Outcome::Eof => {}
+            Outcome::Error(e) => assert_eq!(e.code, "57P01", "{e:?}"),
+            o => panic!("killed acme session: {o:?}"),
+        }
+    }
+    assert_eq!(
+        g.query_one("SELECT 2").as_deref(),
+        Some("2"),
+        "globex untouched"
+    );
+    let mut a3 = login_result(&p, "acme").expect("acme may log in again");
+    assert_eq!(a3.query_one("SELECT 3").as_deref(), Some("3"));
+    let r = post(port, "/tenants/nobody/kill", Some(TOKEN));
+    assert!(r.body.contains("\"sessions\": 0"), "{}", r.body);
+    drop((a1, a2, a3, g));
+    drop(p);
+
+    // Transaction mode: idle clients get FATAL 57P01; the pool goes on.
+    let port = free_port();
+    let p = pooled_proxy(
+        ctx,
+        "transaction",
+        &format!("admin_port = {port}\nadmin_token = {TOKEN}\npool_size = 2\n"),
+    );
+    wait_admin(local(port));
+    let mut k = pooled_login(&p, "app_user.a b\"c");
+    let mut g = pooled_login(&p, "app_user.globex");
+    assert_eq!(k.query_one("SELECT 1").as_deref(), Some("1"));
+    assert_eq!(g.query_one("SELECT 1").as_deref(), Some("1"));
+    let r = post(port, "/tenants/a%20b%22c/kill", Some(TOKEN));
+    assert!(r.body.contains("\"sessions\": 1"), "{}", r.body);
+    match k.wait_error_or_eof(Duration::from_secs(10)) {
+        Outcome::Error(e) => {
+            assert_eq!(e.code, "57P01", "{e:?}");
+            assert!(e.message.contains("administrator"), "{e:?}");
+        }
+        o => panic!("killed idle pooled session: {o:?}"),
+    }
+    assert_eq!(g.query_one("SELECT 2").as_deref(), Some("2"));
+    drop((k, g));
+    drop(p);
 }

@@ -25,6 +25,7 @@ pub const MAX_REQUEST: usize = MAX_HEAD + MAX_BODY;
 pub enum Method {
     Get,
     Head,
+    Post,
     /// Any other (valid token) method.
     Other,
 }
@@ -173,6 +174,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request<'_>>, HttpError> {
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
+        "POST" => Method::Post,
         _ => Method::Other,
     };
     Ok(Some(Request {
@@ -181,6 +183,32 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request<'_>>, HttpError> {
         authorization,
         body,
     }))
+}
+
+/// `%XX`-decodes one path segment (no `+` rule: that is for query strings).
+/// None: a bad escape, a decoded `/` or NUL, or not UTF-8.
+pub fn percent_decode(segment: &str) -> Option<String> {
+    let b = segment.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0usize;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = b
+                .get(i.saturating_add(1)..i.saturating_add(3))
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            let v = u8::from_str_radix(hex, 16).ok()?;
+            if v == b'/' || v == 0 {
+                return None;
+            }
+            out.push(v);
+            i = i.saturating_add(3);
+        } else {
+            out.push(c);
+            i = i.saturating_add(1);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A response to encode.
@@ -226,10 +254,13 @@ pub fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        403 => "Forbidden",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        422 => "Unprocessable Content",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
@@ -272,6 +303,16 @@ mod tests {
     }
 
     #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("acme").as_deref(), Some("acme"));
+        assert_eq!(percent_decode("a%22b%0Ac").as_deref(), Some("a\"b\nc"));
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        for bad in ["%", "%4", "%zz", "%+1", "%2F", "%2f", "%00", "%FF"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn accepted_requests() {
         let r = ok("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(
@@ -288,7 +329,7 @@ mod tests {
         let r = ok(
             "POST /x HTTP/1.1\r\nauthorization:  Bearer abc \r\nContent-Length: 3\r\n\r\nxyzTRAILING",
         );
-        assert_eq!(r.method, Method::Other);
+        assert_eq!(r.method, Method::Post);
         assert_eq!(r.authorization, Some("Bearer abc"));
         assert_eq!(r.body, b"xyz");
         // Same Content-Length twice is fine; a body of exactly MAX_BODY too.

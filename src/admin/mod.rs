@@ -48,7 +48,9 @@ pub use pools::{PoolBucket, PoolSnapshots};
 pub use server::{AdminHandle, spawn};
 
 use crate::config::{Config, PoolMode};
-use crate::resolver::run::Engine;
+use crate::reactor::Shared;
+use crate::reactor::control::Control;
+use crate::reload::Reloader;
 use crate::stats::Stats;
 use http::{JSON, Method, Request, Response};
 
@@ -88,12 +90,17 @@ impl AdminConfig {
 }
 
 /// What the admin thread reads (all shared read-only, or atomics).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdminSources {
     /// The upstream addresses `/health` tries to connect to (resolved at start).
     pub upstream: Arc<[SocketAddr]>,
-    /// The resolver engine, for its cache size (`None` without resolvers).
-    pub resolvers: Option<Arc<Engine>>,
+    /// The configuration new sessions start with (its resolver engine's cache
+    /// size is shown).
+    pub shared: Arc<Shared>,
+    /// The workers' command queues (pause, resume, kill); None in tests.
+    pub control: Option<Arc<Control>>,
+    /// `POST /reload`; None in tests.
+    pub reloader: Option<Arc<Reloader>>,
     /// Filled by the workers ([`PoolSnapshots::publish`]).
     pub pools: Arc<PoolSnapshots>,
     /// `pool_mode` is session or transaction: the per-pool gauges are shown.
@@ -109,13 +116,15 @@ impl AdminSources {
     pub fn new(
         c: &Config,
         upstream: Arc<[SocketAddr]>,
-        resolvers: Option<Arc<Engine>>,
+        shared: Arc<Shared>,
         pools: Arc<PoolSnapshots>,
         started: Instant,
     ) -> AdminSources {
         AdminSources {
             upstream,
-            resolvers,
+            shared,
+            control: None,
+            reloader: None,
             pools,
             pooling: c.pool_mode != PoolMode::None,
             workers: c.workers,
@@ -142,6 +151,16 @@ fn authorized(header: Option<&str>, want: &TokenDigest) -> bool {
         && crate::auth::ct_eq(Sha256::digest(given.as_bytes()).as_slice(), want)
 }
 
+/// A `POST` endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    Reload,
+    Pause,
+    Resume,
+    /// `POST /tenants/NAME/kill` (NAME percent-decoded).
+    Kill(String),
+}
+
 /// What routing needs besides the request and the counters (the live implementation is in
 /// [`server`]; tests use a fake).
 pub(crate) trait Backend {
@@ -149,11 +168,31 @@ pub(crate) trait Backend {
     fn health(&mut self) -> Result<(), String>;
     /// Everything `/metrics` and `/status` show besides `stats`.
     fn view(&mut self) -> render::View;
+    /// Runs a `POST` action: the response.
+    fn act(&mut self, action: &Action) -> Response;
+}
+
+/// The `POST` endpoint `path` names, if any (Err: a kill whose tenant name is not a
+/// well-formed, percent-encoded path segment).
+fn action(path: &str) -> Option<Result<Action, ()>> {
+    match path {
+        "/reload" => Some(Ok(Action::Reload)),
+        "/pause" => Some(Ok(Action::Pause)),
+        "/resume" => Some(Ok(Action::Resume)),
+        _ => {
+            let name = path.strip_prefix("/tenants/")?.strip_suffix("/kill")?;
+            if name.is_empty() || name.contains('/') {
+                return None;
+            }
+            Some(http::percent_decode(name).map(Action::Kill).ok_or(()))
+        }
+    }
 }
 
 /// Answers one parsed request: 401 without the right token (when one is configured, for
-/// every path), 404 for unknown paths, 405 (with `Allow`) for methods other than GET and
-/// HEAD on known ones.
+/// every path), 404 for unknown paths, 405 (with `Allow`) for a method the path does not
+/// take. `POST` endpoints change the proxy, so they are refused (403) unless `admin_token`
+/// is configured.
 pub(crate) fn route(
     req: &Request<'_>,
     token: Option<&TokenDigest>,
@@ -165,6 +204,21 @@ pub(crate) fn route(
     {
         return Response::error(401, "missing or wrong bearer token")
             .with_header("WWW-Authenticate", "Bearer realm=\"pgvpd\"");
+    }
+    if let Some(act) = action(req.path) {
+        if req.method != Method::Post {
+            return Response::error(405, "method not allowed").with_header("Allow", "POST");
+        }
+        if token.is_none() {
+            return Response::error(
+                403,
+                "POST endpoints change the proxy: set admin_token to use them",
+            );
+        }
+        return match act {
+            Ok(a) => backend.act(&a),
+            Err(()) => Response::error(400, "the tenant name is not a valid path segment"),
+        };
     }
     if !matches!(req.path, "/health" | "/metrics" | "/status") {
         return Response::error(404, "not found");
@@ -210,6 +264,9 @@ mod tests {
                 ..render::View::default()
             }
         }
+        fn act(&mut self, action: &Action) -> Response {
+            Response::new(200, JSON, format!("{action:?}"))
+        }
     }
 
     fn req<'a>(method: Method, path: &'a str, auth: Option<&'a str>) -> Request<'a> {
@@ -239,10 +296,11 @@ mod tests {
         assert!(body(&r).contains("\"connections_total\": 0"));
         for path in [
             "/",
-            "/reload",
-            "/pause",
-            "/resume",
-            "/tenants/x/kill",
+            "/reload/",
+            "/tenants/x/kill/",
+            "/tenants//kill",
+            "/tenants/a/b/kill",
+            "/tenants/x",
             "/metrics/",
             "/HEALTH",
         ] {
@@ -266,6 +324,58 @@ mod tests {
             body(&r),
             "{\"status\":\"unavailable\",\"error\":\"connect to 127.0.0.1:1: refused \\\"x\\\"\\u000a\"}"
         );
+    }
+
+    #[test]
+    fn post_endpoints() {
+        let s = Stats::new();
+        let want = token_digest("t");
+        let call = |m: Method, path: &str, token: Option<&TokenDigest>| {
+            let r = route(
+                &req(m, path, Some("Bearer t")),
+                token,
+                &s,
+                &mut Fake { up: Ok(()) },
+            );
+            (r.status, body(&r))
+        };
+        assert_eq!(
+            call(Method::Post, "/reload", Some(&want)),
+            (200, "Reload".into())
+        );
+        assert_eq!(
+            call(Method::Post, "/pause", Some(&want)),
+            (200, "Pause".into())
+        );
+        assert_eq!(
+            call(Method::Post, "/resume", Some(&want)),
+            (200, "Resume".into())
+        );
+        assert_eq!(
+            call(Method::Post, "/tenants/a%22b%0Ac/kill", Some(&want)),
+            (200, "Kill(\"a\\\"b\\nc\")".into())
+        );
+        assert_eq!(call(Method::Post, "/tenants/%zz/kill", Some(&want)).0, 400);
+        assert_eq!(
+            call(Method::Post, "/tenants/a%2Fb/kill", Some(&want)).0,
+            400
+        );
+        // Only POST, and only with a token configured.
+        for m in [Method::Get, Method::Head, Method::Other] {
+            let r = route(
+                &req(m, "/pause", Some("Bearer t")),
+                Some(&want),
+                &s,
+                &mut Fake { up: Ok(()) },
+            );
+            assert_eq!(r.status, 405);
+            assert_eq!(r.headers, vec![("Allow", "POST")]);
+        }
+        let (status, msg) = call(Method::Post, "/reload", None);
+        assert_eq!(status, 403);
+        assert!(msg.contains("admin_token"), "{msg}");
+        // GET endpoints refuse POST.
+        assert_eq!(call(Method::Post, "/metrics", Some(&want)).0, 405);
     }
 
     #[test]

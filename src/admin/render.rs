@@ -26,6 +26,8 @@ pub struct View {
     pub buckets: Vec<PoolBucket>,
     /// Entries in the resolver cache; `None` without resolvers.
     pub resolver_cache_size: Option<u64>,
+    /// `POST /pause` in force.
+    pub paused: bool,
 }
 
 type Field = fn(&Stats) -> &AtomicU64;
@@ -259,6 +261,12 @@ pub fn metrics(s: &Stats, v: &View) -> String {
         u64::try_from(v.workers).unwrap_or(u64::MAX),
     );
     e.single(
+        "pgvpd_paused",
+        Kind::Gauge,
+        "1 while POST /pause is in force (pools lend no server), else 0.",
+        u64::from(v.paused),
+    );
+    e.single(
         "pgvpd_uptime_seconds",
         Kind::Gauge,
         "Seconds since the proxy started.",
@@ -298,6 +306,7 @@ pub fn status(s: &Stats, v: &View) -> String {
     let root = Json::obj([
         ("version", Json::str(v.version)),
         ("uptime_seconds", Json::U64(v.uptime_secs)),
+        ("paused", Json::Bool(v.paused)),
         (
             "workers",
             Json::U64(u64::try_from(v.workers).unwrap_or(u64::MAX)),
@@ -364,6 +373,7 @@ mod tests {
             uptime_secs: 42,
             workers: 2,
             pooling: true,
+            paused: false,
             buckets: vec![
                 PoolBucket {
                     database: "db\"x\n# HELP evil".into(),

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::http::{self, HttpError, Method, Request, Response};
+use super::Action;
+use super::http::{self, HttpError, JSON, Method, Request, Response};
+use super::json::Json;
 use super::render::View;
 use super::{AdminConfig, AdminSources, Backend, TokenDigest, route, token_digest};
 use crate::stats::STATS;
@@ -217,9 +219,78 @@ impl Backend for Live {
                 Vec::new()
             },
             resolver_cache_size: s
+                .shared
+                .session()
                 .resolvers
                 .as_ref()
                 .map(|e| u64::try_from(e.cache.len()).unwrap_or(u64::MAX)),
+            paused: s.shared.paused.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn act(&mut self, action: &Action) -> Response {
+        let s = &self.sources;
+        let unavailable = |e: String| Response::error(503, &e);
+        match action {
+            Action::Reload => {
+                let Some(r) = &s.reloader else {
+                    return unavailable("reload is not available".into());
+                };
+                match r.reload("admin") {
+                    Ok(d) => {
+                        let list =
+                            |v: &[&str]| Json::Arr(v.iter().map(|k| Json::str(*k)).collect());
+                        let j = Json::obj([
+                            ("status", Json::str("reloaded")),
+                            ("applied", list(&d.applied)),
+                            ("kept", list(&d.kept)),
+                        ]);
+                        Response::new(200, JSON, j.to_pretty())
+                    }
+                    Err(e) => Response::error(422, &format!("reload failed, nothing changed: {e}")),
+                }
+            }
+            Action::Pause | Action::Resume => {
+                let Some(c) = &s.control else {
+                    return unavailable("no workers".into());
+                };
+                if !s.pooling {
+                    return Response::error(
+                        409,
+                        "pause and resume need pool_mode = session or transaction",
+                    );
+                }
+                let pause = *action == Action::Pause;
+                match c.set_paused(pause) {
+                    Ok(changed) => {
+                        let j = Json::obj([
+                            (
+                                "status",
+                                Json::str(if pause { "paused" } else { "resumed" }),
+                            ),
+                            ("changed", Json::Bool(changed)),
+                        ]);
+                        Response::new(200, JSON, j.to_pretty())
+                    }
+                    Err(e) => unavailable(e),
+                }
+            }
+            Action::Kill(tenant) => {
+                let Some(c) = &s.control else {
+                    return unavailable("no workers".into());
+                };
+                match c.kill_tenant(tenant) {
+                    Ok(n) => {
+                        let j = Json::obj([
+                            ("status", Json::str("killed")),
+                            ("tenant", Json::str(tenant.as_str())),
+                            ("sessions", Json::U64(n)),
+                        ]);
+                        Response::new(200, JSON, j.to_pretty())
+                    }
+                    Err(e) => unavailable(e),
+                }
+            }
         }
     }
 }

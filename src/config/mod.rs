@@ -23,6 +23,7 @@
 
 pub mod load;
 pub mod parse;
+pub mod reload;
 pub mod render;
 pub mod settings;
 pub mod validate;

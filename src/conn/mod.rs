@@ -99,6 +99,8 @@ pub enum CloseReason {
     CancelForwarded,
     DrainTimeout,
     Shutdown,
+    /// The admin API killed the session's tenant (`POST /tenants/NAME/kill`).
+    AdminKill,
     TooManyClients,
     TlsRequired,
     TlsFailed,
@@ -128,6 +130,7 @@ impl CloseReason {
             CloseReason::CancelForwarded => "cancel_forwarded",
             CloseReason::DrainTimeout => "drain_timeout",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::AdminKill => "admin_kill",
             CloseReason::TooManyClients => "too_many_clients",
             CloseReason::TlsRequired => "tls_required",
             CloseReason::TlsFailed => "tls_failed",

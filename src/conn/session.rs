@@ -744,6 +744,32 @@ impl Session {
         self.finish(reason, detail);
     }
 
+    /// The admin API killed this session's tenant: FATAL 57P01 where nothing
+    /// of the server's is half-way to the client, else a plain close (a
+    /// message of the proxy's cannot be put in the middle of another).
+    pub fn kill(&mut self, now: Instant) {
+        const MSG: &str = "terminating connection: an administrator killed this tenant's sessions";
+        let fatal_fits = match &self.phase {
+            Phase::Startup { .. }
+            | Phase::Connecting(_)
+            | Phase::UpstreamSsl(_)
+            | Phase::UpstreamTlsPending(_)
+            | Phase::PostAuth(_)
+            | Phase::Resolving(..)
+            | Phase::Injecting(..)
+            | Phase::PoolWait(_)
+            | Phase::TxIdle
+            | Phase::TxWait => true,
+            Phase::PoolRelay(r) => r.tracker.at_rest(),
+            _ => false,
+        };
+        if fatal_fits {
+            self.fail("57P01", MSG, CloseReason::AdminKill, now);
+        } else {
+            self.finish(CloseReason::AdminKill, MSG.to_string());
+        }
+    }
+
     /// Called when `next_deadline()` has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(kind) = self.timers.take_expired(now) {

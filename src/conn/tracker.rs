@@ -321,6 +321,12 @@ impl ServerTracker {
         self.quiet() && self.book.tx == b'I'
     }
 
+    /// Every request answered and both directions at a message boundary (in
+    /// or out of a transaction): a message of the proxy's may go to the client.
+    pub fn at_rest(&self) -> bool {
+        self.quiet()
+    }
+
     fn quiet(&self) -> bool {
         let b = &self.book;
         b.dirty.is_none()

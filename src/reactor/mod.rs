@@ -3,6 +3,7 @@
 //! that touches sockets, mio or the clock. See `docs/architecture.md`,
 //! section "Reactor".
 
+pub mod control;
 pub(crate) mod deadlines;
 mod slab;
 pub mod token;
@@ -11,7 +12,7 @@ mod worker;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,19 +21,60 @@ use mio::Waker;
 
 use crate::conn::SessionConfig;
 
-/// State shared by all workers (atomics only: no locks on the data path).
-#[derive(Default)]
+/// State shared by all workers (atomics on the data path; the configuration
+/// slot is locked only when its generation changed, i.e. after a reload).
 pub struct Shared {
     /// Set on SIGINT/SIGTERM: stop accepting, drain, exit.
     pub shutdown: AtomicBool,
     /// Client connections open across all workers (for `max_client_conn`).
     pub active_clients: AtomicUsize,
+    /// The configuration new sessions start with (a reload replaces it; a
+    /// session keeps the one it started with).
+    session: RwLock<Arc<SessionConfig>>,
+    /// Bumped after each replacement of `session`.
+    session_gen: AtomicU64,
+    /// Admin `POST /pause`: pools lend no server until `POST /resume`.
+    pub paused: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(session: Arc<SessionConfig>) -> Shared {
+        Shared {
+            shutdown: AtomicBool::new(false),
+            active_clients: AtomicUsize::new(0),
+            session: RwLock::new(session),
+            session_gen: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    /// The configuration for a session starting now.
+    pub fn session(&self) -> Arc<SessionConfig> {
+        match self.session.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Changes whenever [`Shared::replace_session`] ran (a worker re-reads the
+    /// slot only then).
+    pub fn session_generation(&self) -> u64 {
+        self.session_gen.load(Ordering::Acquire)
+    }
+
+    /// A reload: sessions accepted from now on start with `new`.
+    pub fn replace_session(&self, new: Arc<SessionConfig>) {
+        match self.session.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+        self.session_gen.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// What every worker needs to start.
 #[derive(Clone)]
 pub struct WorkerSettings {
-    pub session: Arc<SessionConfig>,
     pub upstream: Arc<[SocketAddr]>,
     pub max_client_conn: usize,
     pub shutdown_timeout: Duration,
@@ -43,6 +85,8 @@ pub struct WorkerSettings {
     pub upstream_name: Option<rustls::pki_types::ServerName<'static>>,
     /// `pool_mode = session` (None: passthrough).
     pub pool: Option<Arc<PoolRuntime>>,
+    /// Where the worker publishes its pools' counts for the admin API.
+    pub snapshots: Option<Arc<crate::admin::PoolSnapshots>>,
 }
 
 /// What the worker needs to run pools.
@@ -70,6 +114,8 @@ pub struct PoolRuntime {
 pub struct WorkerHandle {
     pub waker: Arc<Waker>,
     pub thread: JoinHandle<()>,
+    /// The worker's command queue ([`control`]).
+    pub commands: std::sync::mpsc::SyncSender<control::Envelope>,
 }
 
 /// Starts `count` workers, each registering its own clone of `listener`.
@@ -92,28 +138,35 @@ pub fn spawn_workers(
             }
             None => None,
         };
-        workers.push(worker::Worker::new(
+        let (tx, rx) = control::channel();
+        let (w, waker) = worker::Worker::new(
             id,
             mio::net::TcpListener::from_std(l),
             tl,
             settings.clone(),
             shared.clone(),
-        )?);
+            rx,
+        )?;
+        workers.push((w, waker, tx));
     }
     if settings.pool.is_some() && count > 1 {
         let mesh = Arc::new(worker::Mesh::new(
-            workers.iter().map(|(_, w)| Arc::clone(w)).collect(),
+            workers.iter().map(|(_, w, _)| Arc::clone(w)).collect(),
         ));
-        for (w, _) in workers.iter_mut() {
+        for (w, _, _) in workers.iter_mut() {
             w.set_mesh(Arc::clone(&mesh));
         }
     }
     let mut handles = Vec::with_capacity(count);
-    for (id, (worker, waker)) in workers.into_iter().enumerate() {
+    for (id, (worker, waker, commands)) in workers.into_iter().enumerate() {
         let thread = std::thread::Builder::new()
             .name(format!("pgvpd-worker-{id}"))
             .spawn(move || worker.run())?;
-        handles.push(WorkerHandle { waker, thread });
+        handles.push(WorkerHandle {
+            waker,
+            thread,
+            commands,
+        });
     }
     Ok(handles)
 }

@@ -41,6 +41,8 @@ const DRIVE_BUDGET: usize = 16;
 const ACCEPT_BUDGET: usize = 64;
 /// Pause after EMFILE/ENFILE before accepting again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How often a worker publishes its pools' counts for the admin API.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Longest poll sleep (so shutdown and clock drift are noticed).
 const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
 
@@ -98,6 +100,12 @@ pub(super) struct Worker {
     shared: Arc<Shared>,
     next_conn: u64,
     shutdown_deadline: Option<Instant>,
+    /// When the pools are published next ([`PUBLISH_EVERY`]).
+    next_publish: Option<Instant>,
+    /// Commands from the admin API ([`super::control`]).
+    commands: std::sync::mpsc::Receiver<super::control::Envelope>,
+    /// (generation, configuration) of new sessions, from [`Shared`].
+    session_cfg: (u64, Arc<crate::conn::SessionConfig>),
     /// Pool mode: servers not lent to a client.
     links: Slab<LinkConn>,
     dirty_links: Vec<(usize, u64)>,
@@ -123,6 +131,7 @@ impl Worker {
         mut tls_listener: Option<TcpListener>,
         settings: WorkerSettings,
         shared: Arc<Shared>,
+        commands: std::sync::mpsc::Receiver<super::control::Envelope>,
     ) -> io::Result<(Worker, Arc<Waker>)> {
         let poll = Poll::new()?;
         let pool_size = settings.pool.as_ref().map_or(0, |p| p.pool_size);
@@ -148,6 +157,9 @@ impl Worker {
                 deadlines: Deadlines::default(),
                 pool: BufPool::new(POOL_KEEP),
                 settings,
+                session_cfg: (shared.session_generation(), shared.session()),
+                commands,
+                next_publish: None,
                 shared,
                 next_conn: 0,
                 shutdown_deadline: None,
@@ -202,7 +214,10 @@ impl Worker {
                 match ev.token() {
                     LISTENER => self.listener_ready = true,
                     TLS_LISTENER => self.tls_listener_ready = true,
-                    WAKER => self.handoff_pending = self.mesh.is_some(),
+                    WAKER => {
+                        self.handoff_pending = self.mesh.is_some();
+                        self.run_commands(now);
+                    }
                     t => {
                         let (slot, generation, side) = token::decode(t);
                         if generation & token::LINK != 0 {
@@ -240,6 +255,7 @@ impl Worker {
                 self.reap(now);
                 self.pool_requests(now);
                 self.drive_links(now);
+                self.publish_pools(now);
             }
             self.free_closed(now);
         }
@@ -268,6 +284,90 @@ impl Worker {
             wait = wait.min(at.saturating_duration_since(now));
         }
         wait
+    }
+
+    /// At most every [`PUBLISH_EVERY`]: this worker's pools for the admin API.
+    fn publish_pools(&mut self, now: Instant) {
+        let Some(snap) = &self.settings.snapshots else {
+            return;
+        };
+        if self.next_publish.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_publish = Some(now + PUBLISH_EVERY);
+        let buckets = self
+            .pools
+            .all_stats()
+            .into_iter()
+            .map(|(k, st)| crate::admin::PoolBucket {
+                database: k.database,
+                role: k.role,
+                total: st.total,
+                idle: u32::try_from(st.idle).unwrap_or(u32::MAX),
+                waiting: u32::try_from(st.waiting).unwrap_or(u32::MAX),
+            })
+            .collect();
+        snap.publish(self.id, buckets);
+    }
+
+    /// Runs the admin API's commands queued for this worker, answering each.
+    fn run_commands(&mut self, now: Instant) {
+        use super::control::Command;
+        while let Ok((cmd, reply)) = self.commands.try_recv() {
+            let n = match cmd {
+                Command::Wake => {
+                    if self.settings.pool.is_some() && !self.shared.paused.load(Ordering::Acquire) {
+                        self.resume_waiters(now);
+                    }
+                    0
+                }
+                Command::KillTenant(tenant) => self.kill_tenant(&tenant, now),
+            };
+            // The admin thread may have stopped waiting: nothing to do then.
+            let _ = reply.try_send(n);
+        }
+    }
+
+    /// Ends every session of `tenant` (FATAL 57P01 where the stream allows it).
+    fn kill_tenant(&mut self, tenant: &str, now: Instant) -> u64 {
+        let mut killed = 0u64;
+        for (slot, generation) in self.slab.occupied() {
+            let Some(conn) = self.slab.get_mut(slot, generation) else {
+                continue;
+            };
+            if conn.session.info.bypass
+                || conn.session.info.tenant != tenant
+                || conn.session.closed().is_some()
+            {
+                continue;
+            }
+            conn.session.kill(now);
+            killed = killed.saturating_add(1);
+            if conn.session.closed().is_some() {
+                self.closing.push(slot);
+                continue;
+            }
+            // The FATAL is flushed, then the session closes.
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push((slot, generation));
+            }
+            sync_deadline(conn, &mut self.deadlines, slot, generation);
+        }
+        if killed > 0 {
+            info!("tenant_killed", worker = self.id, sessions = killed);
+        }
+        killed
+    }
+
+    /// The configuration for a new session: the worker's copy, refreshed
+    /// from [`Shared`] when a reload replaced it.
+    fn session_config(&mut self) -> Arc<crate::conn::SessionConfig> {
+        let generation = self.shared.session_generation();
+        if generation != self.session_cfg.0 {
+            self.session_cfg = (generation, self.shared.session());
+        }
+        Arc::clone(&self.session_cfg.1)
     }
 
     fn below_capacity(&self) -> bool {
@@ -380,7 +480,7 @@ impl Worker {
         let _ = stream.set_nodelay(true);
         self.next_conn = self.next_conn.wrapping_add(1);
         let id = (self.next_conn << 8) | (self.id as u64 & 0xff);
-        let mut session = Session::new(self.settings.session.clone(), now);
+        let mut session = Session::new(self.session_config(), now);
         session.set_peer(peer.ip().is_loopback(), fresh_nonce());
         session.set_client_id(id);
         let mut client = Transport::plain(stream);

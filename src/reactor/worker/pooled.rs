@@ -514,6 +514,20 @@ impl Worker {
         self.serve_waiters(key, now);
     }
 
+    /// After a resume: serve the clients that queued while pools were paused.
+    pub(super) fn resume_waiters(&mut self, now: Instant) {
+        let keys: Vec<PoolKey> = self
+            .pools
+            .all_stats()
+            .into_iter()
+            .filter(|(_, st)| st.waiting > 0)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.serve_waiters(&key, now);
+        }
+    }
+
     /// Creates servers for queued clients while the key has room; when it
     /// has none, takes back servers parked with idle clients.
     pub(super) fn serve_waiters(&mut self, key: &PoolKey, now: Instant) {
