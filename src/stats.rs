@@ -126,3 +126,135 @@ pub fn dec(c: &AtomicU64) {
 pub fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
+
+/// Upper bounds of the latency histograms' buckets, in microseconds (the
+/// last bucket, `+Inf`, is implicit).
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+/// The same bounds as Prometheus `le` label values (seconds).
+pub const LATENCY_LE: [&str; 15] = [
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
+    "2.5", "5", "10", "+Inf",
+];
+
+/// A latency histogram: one relaxed counter per bucket (not cumulative) and
+/// the sum in microseconds. Fixed size, never locked.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; 15],
+    sum_us: AtomicU64,
+}
+
+/// A histogram's counts as Prometheus shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Cumulative counts per [`LATENCY_LE`] bound (the last is the total).
+    pub cumulative: [u64; 15],
+    pub sum_us: u64,
+}
+
+impl HistogramSnapshot {
+    pub fn count(&self) -> u64 {
+        self.cumulative[14]
+    }
+
+    /// Adds `other` to `self` (the `other` tenants' bucket).
+    pub fn merge(&mut self, other: &HistogramSnapshot) {
+        for (a, b) in self.cumulative.iter_mut().zip(other.cumulative.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
+impl Histogram {
+    pub const fn new() -> Histogram {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; 15],
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        if let Some(b) = self.buckets.get(i) {
+            inc(b);
+        }
+        let _ = self
+            .sum_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.saturating_add(us))
+            });
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut snap = HistogramSnapshot {
+            sum_us: get(&self.sum_us),
+            ..HistogramSnapshot::default()
+        };
+        let mut total = 0u64;
+        for (c, b) in snap.cumulative.iter_mut().zip(self.buckets.iter()) {
+            total = total.saturating_add(get(b));
+            *c = total;
+        }
+        snap
+    }
+}
+
+/// Process-wide latency histograms.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// Accept → the session's context set and released to the client.
+    pub session_start: Histogram,
+    /// Pool modes: a client's wait for a server (queued → lent).
+    pub checkout_wait: Histogram,
+    /// A client's request (simple query or extended batch up to Sync) → the
+    /// server's ReadyForQuery.
+    pub query: Histogram,
+}
+
+pub static LATENCY: Latency = Latency {
+    session_start: Histogram::new(),
+    checkout_wait: Histogram::new(),
+    query: Histogram::new(),
+};
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn buckets_are_cumulative_and_bounded() {
+        let h = Histogram::new();
+        for us in [0, 500, 501, 1_000_000, 10_000_001, u64::MAX] {
+            h.observe(Duration::from_micros(us));
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count(), 6);
+        assert_eq!(s.cumulative[0], 2, "≤ 0.5 ms: 0 and 500 µs");
+        assert_eq!(s.cumulative[1], 3);
+        assert_eq!(s.cumulative[10], 4, "≤ 1 s");
+        assert_eq!(s.cumulative[13], 4, "≤ 10 s");
+        assert_eq!(s.sum_us, u64::MAX, "saturates");
+        assert_eq!(LATENCY_LE.len(), LATENCY_BOUNDS_US.len() + 1);
+        for (le, us) in LATENCY_LE.iter().zip(LATENCY_BOUNDS_US) {
+            assert_eq!((le.parse::<f64>().unwrap() * 1e6).round() as u64, us);
+        }
+        let mut m = s.clone();
+        m.merge(&s);
+        assert_eq!(m.count(), 12);
+    }
+}

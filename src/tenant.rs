@@ -16,15 +16,103 @@
 //! [`Tenants::cap`] in any case. Time is passed in.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A tenant with no session stays in the registry (with its counters, for the
+/// admin API) this long after its last login attempt, or until room is needed.
+pub const IDLE_KEEP: Duration = Duration::from_secs(900);
+/// How long a bucket that is not full must be remembered for the rate limit.
+const RATE_MEMORY: Duration = Duration::from_secs(1);
 
 /// Micro-tokens per admitted session (the bucket counts in millionths).
 const TOKEN: u64 = 1_000_000;
 
+/// One tenant's activity, shared by its sessions (lock-free updates) and
+/// shown by the admin API; lives as long as the tenant's registry entry.
+#[derive(Debug, Default)]
+pub struct TenantStats {
+    /// Sessions admitted.
+    pub sessions_total: AtomicU64,
+    /// Sessions refused by `tenant_max_connections` or `tenant_rate_limit`.
+    pub rejected: AtomicU64,
+    /// Request → ReadyForQuery latency of this tenant's sessions.
+    pub query: crate::stats::Histogram,
+}
+
+/// A tenant as the admin API shows it.
+#[derive(Clone, Debug)]
+pub struct TenantRow {
+    pub name: String,
+    /// Sessions open now.
+    pub sessions: u32,
+    pub stats: Arc<TenantStats>,
+}
+
+/// What the admin API shows of one tenant (or of the tenants outside the top N).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantSummary {
+    pub name: String,
+    pub sessions: u64,
+    pub sessions_total: u64,
+    pub rejected: u64,
+    pub query: crate::stats::HistogramSnapshot,
+}
+
+impl TenantSummary {
+    fn of(r: &TenantRow) -> TenantSummary {
+        TenantSummary {
+            name: r.name.clone(),
+            sessions: u64::from(r.sessions),
+            sessions_total: crate::stats::get(&r.stats.sessions_total),
+            rejected: crate::stats::get(&r.stats.rejected),
+            query: r.stats.query.snapshot(),
+        }
+    }
+
+    /// Sessions admitted and refused plus requests answered.
+    pub fn activity(&self) -> u64 {
+        self.sessions_total
+            .saturating_add(self.rejected)
+            .saturating_add(self.query.count())
+    }
+
+    fn absorb(&mut self, o: &TenantSummary) {
+        self.sessions = self.sessions.saturating_add(o.sessions);
+        self.sessions_total = self.sessions_total.saturating_add(o.sessions_total);
+        self.rejected = self.rejected.saturating_add(o.rejected);
+        self.query.merge(&o.query);
+    }
+}
+
+/// The `n` most active tenants (activity, then name), and the sum of all the
+/// others (None when there are none): bounded output whatever the number of
+/// tenants.
+pub fn top(rows: &[TenantRow], n: usize) -> (Vec<TenantSummary>, Option<TenantSummary>) {
+    let mut all: Vec<TenantSummary> = rows.iter().map(TenantSummary::of).collect();
+    all.sort_by(|a, b| {
+        b.activity()
+            .cmp(&a.activity())
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let rest = all.split_off(n.min(all.len()));
+    let other = (!rest.is_empty()).then(|| {
+        let mut o = TenantSummary {
+            name: "other".into(),
+            ..TenantSummary::default()
+        };
+        for r in &rest {
+            o.absorb(r);
+        }
+        o
+    });
+    (all, other)
+}
+
 #[derive(Debug)]
 struct Entry {
+    stats: Arc<TenantStats>,
     sessions: u32,
     /// Micro-tokens available at `at`.
     tokens: u64,
@@ -128,6 +216,20 @@ impl Tenants {
         self.len() == 0
     }
 
+    /// Every tenant tracked, with its live sessions and counters (one short
+    /// lock); tenants idle for [`IDLE_KEEP`] are evicted first.
+    pub fn snapshot(&self, now: Instant) -> Vec<TenantRow> {
+        let mut map = self.lock();
+        self.evict(&mut map, now, IDLE_KEEP);
+        map.iter()
+            .map(|(name, e)| TenantRow {
+                name: name.clone(),
+                sessions: e.sessions,
+                stats: Arc::clone(&e.stats),
+            })
+            .collect()
+    }
+
     /// Sessions open for `tenant`.
     pub fn sessions(&self, tenant: &str) -> u32 {
         self.lock().get(tenant).map_or(0, |e| e.sessions)
@@ -157,19 +259,19 @@ impl Tenants {
         let (max_sessions, rate) = self.limits();
         let mut map = self.lock();
         if !map.contains_key(tenant) && map.len() >= self.cap {
-            // Drop what nothing needs any more, then give up if still full.
-            map.retain(|_, e| {
-                e.sessions > 0
-                    || (rate.is_some()
-                        && now.saturating_duration_since(e.at).as_secs() < 1
-                        && e.tokens < self.capacity())
-            });
+            // Drop idle tenants (those seen least recently first), then give
+            // up if the registry is still full of live ones.
+            self.evict(&mut map, now, IDLE_KEEP);
+            if map.len() >= self.cap {
+                self.evict(&mut map, now, Duration::ZERO);
+            }
             if map.len() >= self.cap {
                 return Err(Refused::Registry);
             }
         }
         let cap = self.capacity();
-        let e = map.entry(tenant.to_string()).or_insert(Entry {
+        let e = map.entry(tenant.to_string()).or_insert_with(|| Entry {
+            stats: Arc::default(),
             sessions: 0,
             tokens: cap,
             at: now,
@@ -178,33 +280,40 @@ impl Tenants {
         if let Some(max) = max_sessions
             && e.sessions >= max
         {
+            crate::stats::inc(&e.stats.rejected);
             return Err(Refused::Connections(max));
         }
         if let Some(rate) = rate {
             if e.tokens < TOKEN {
+                crate::stats::inc(&e.stats.rejected);
                 return Err(Refused::Rate(rate));
             }
             e.tokens = e.tokens.saturating_sub(TOKEN);
         }
         e.sessions = e.sessions.saturating_add(1);
+        crate::stats::inc(&e.stats.sessions_total);
         Ok(Admitted {
             reg: Arc::clone(self),
             tenant: tenant.to_string(),
+            stats: Arc::clone(&e.stats),
         })
     }
 
+    /// Removes tenants with no session whose last login attempt is `keep` or
+    /// more ago; a bucket that still remembers logins of the last second is
+    /// kept in any case (else the rate limit could be dodged).
+    fn evict(&self, map: &mut HashMap<String, Entry>, now: Instant, keep: Duration) {
+        let (rate, full) = (self.rate().is_some(), self.capacity());
+        map.retain(|_, e| {
+            let age = now.saturating_duration_since(e.at);
+            e.sessions > 0 || age < keep || (rate && age < RATE_MEMORY && e.tokens < full)
+        });
+    }
+
     fn release(&self, tenant: &str) {
-        let mut map = self.lock();
-        let remove = match map.get_mut(tenant) {
-            Some(e) => {
-                e.sessions = e.sessions.saturating_sub(1);
-                // Kept while its bucket still remembers recent logins.
-                e.sessions == 0 && (self.rate().is_none() || e.tokens >= self.capacity())
-            }
-            None => false,
-        };
-        if remove {
-            map.remove(tenant);
+        if let Some(e) = self.lock().get_mut(tenant) {
+            // The entry stays (with its counters) until evicted as idle.
+            e.sessions = e.sessions.saturating_sub(1);
         }
     }
 }
@@ -214,6 +323,14 @@ impl Tenants {
 pub struct Admitted {
     reg: Arc<Tenants>,
     tenant: String,
+    stats: Arc<TenantStats>,
+}
+
+impl Admitted {
+    /// The tenant's counters (for the session to record its queries).
+    pub fn stats(&self) -> &TenantStats {
+        &self.stats
+    }
 }
 
 impl Drop for Admitted {
@@ -241,7 +358,8 @@ mod tests {
         let a2 = t.admit("acme", now).unwrap();
         assert_eq!(t.sessions("acme"), 2);
         drop((a2, b, c));
-        assert_eq!(t.len(), 0, "idle tenants are evicted");
+        assert_eq!(t.len(), 2, "idle tenants are kept a while");
+        assert!(t.snapshot(now + IDLE_KEEP).is_empty(), "then evicted");
     }
 
     #[test]
@@ -261,7 +379,7 @@ mod tests {
             .collect();
         assert_eq!(held.len(), 5);
         drop(held);
-        assert!(t.is_empty());
+        assert_eq!(t.sessions("acme"), 0);
     }
 
     #[test]
@@ -322,7 +440,36 @@ mod tests {
         assert_eq!(t.limits(), (None, None));
         let more: Vec<_> = (0..5).map(|_| t.admit("acme", now).unwrap()).collect();
         drop((a, more));
-        assert!(t.is_empty());
+        assert_eq!(t.sessions("acme"), 0);
+    }
+
+    #[test]
+    fn top_n_and_the_rest() {
+        let t = Arc::new(Tenants::new(Some(1), None, 100));
+        let now = Instant::now();
+        let mut held = Vec::new();
+        for (name, logins) in [("a", 1), ("b", 3), ("c", 2), ("d", 2)] {
+            for _ in 0..logins {
+                if let Ok(g) = t.admit(name, now) {
+                    held.push(g);
+                }
+            }
+        }
+        held[0].stats().query.observe(Duration::from_millis(3));
+        let (top3, other) = top(&t.snapshot(now), 2);
+        let names: Vec<_> = top3.iter().map(|s| s.name.as_str()).collect();
+        // b: 1 admitted + 2 refused; c, d: 1 + 1; a: 1 + a query.
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!((top3[0].sessions_total, top3[0].rejected), (1, 2));
+        assert_eq!(top3[1].query.count(), 1);
+        let o = other.unwrap();
+        assert_eq!(
+            (o.name.as_str(), o.sessions, o.sessions_total, o.rejected),
+            ("other", 2, 2, 2)
+        );
+        let (all, none) = top(&t.snapshot(now), 10);
+        assert_eq!(all.len(), 4);
+        assert!(none.is_none());
     }
 
     #[test]

@@ -173,10 +173,22 @@ for fam in text_string_to_metric_families(text):
     if fam.name in seen:
         sys.exit("family %s appears twice (samples not contiguous or HELP/TYPE repeated)" % fam.name)
     seen.add(fam.name)
-    if fam.type not in ("counter", "gauge"):
+    if fam.type not in ("counter", "gauge", "histogram"):
         sys.exit("family %s has type %s" % (fam.name, fam.type))
     if not fam.documentation:
         sys.exit("family %s has no HELP" % fam.name)
+    if fam.type == "histogram":
+        # Buckets cumulative and ending with +Inf = _count, per series.
+        series = {}
+        for s in fam.samples:
+            key = json.dumps({k: v for k, v in s.labels.items() if k != "le"}, sort_keys=True)
+            series.setdefault(key, []).append(s)
+        for key, ss in series.items():
+            b = [s for s in ss if s.name.endswith("_bucket")]
+            c = [s.value for s in ss if s.name.endswith("_count")]
+            if not b or b[-1].labels["le"] != "+Inf" or len(c) != 1 or b[-1].value != c[0] \
+                    or any(x.value > y.value for x, y in zip(b, b[1:])):
+                sys.exit("histogram %s %s is not consistent" % (fam.name, key))
     for s in fam.samples:
         print("%s\t%s\t%s\t%d" % (s.name, fam.type, json.dumps(s.labels, sort_keys=True), s.value))
 print("families=%d" % len(seen))
@@ -251,6 +263,12 @@ need(res, "resolvers", list)
 ten = need(d, "tenant", dict)
 for k in ("rejected_deny", "rejected_limit", "rejected_rate", "timeouts"):
     print("tenant.%s=%d" % (k, need(ten, k, int)))
+tens = need(d, "tenants", dict)
+print("tenants.tracked=%d" % need(tens, "tracked", int))
+for t in need(tens, "top", list):
+    for k in ("sessions", "sessions_total", "rejected", "requests"):
+        need(t, k, int)
+    print("tenant=" + json.dumps([need(t, "tenant", str), t["sessions_total"]]))
 for k, v in need(d, "counters", dict).items():
     if not isinstance(v, int):
         sys.exit("counter %s is %r" % (k, v))
@@ -313,6 +331,10 @@ fn admin_metrics_real_parser(ctx: &Ctx) {
     let (p, port) = pooled_admin(ctx, "tenant_deny = blocked_tenant");
     tenant_session(&p, "tenant_a");
     tenant_session(&p, "tenant_b");
+    // A tenant id with a quote, a backslash and a newline.
+    let evil = "q\"u\\o\nte";
+    let mut held = pooled_login(&p, &format!("app_user.{evil}"));
+    assert_eq!(held.query_one("SELECT 1").as_deref(), Some("1"));
     let denied = RawConn::login(p.port, "app_user.blocked_tenant", DB, Some("x"));
     assert!(denied.is_err(), "blocked_tenant logged in");
     let m = get(port, "/metrics");
@@ -368,6 +390,31 @@ fn admin_metrics_real_parser(ctx: &Ctx) {
     ] {
         prom_value(&samples, name, "{}");
     }
+    // Per-tenant series (top N by activity), the evil id intact.
+    let tenant_labels = |t: &str| {
+        format!(
+            "{{\"bucket\": \"top\", \"tenant\": {}}}",
+            json_str(t).replace("\\u000a", "\\n")
+        )
+    };
+    assert_eq!(
+        prom_value(
+            &samples,
+            "pgvpd_tenant_sessions_admitted_total",
+            &tenant_labels("tenant_a")
+        ),
+        1
+    );
+    assert_eq!(
+        prom_value(&samples, "pgvpd_tenant_sessions_open", &tenant_labels(evil)),
+        1
+    );
+    assert!(prom_value(&samples, "pgvpd_session_start_seconds_count", "{}") >= 3);
+    assert!(prom_value(&samples, "pgvpd_pool_checkout_wait_seconds_count", "{}") >= 3);
+    let lines = status_parse(ctx, &get(port, "/status").body);
+    let want = format!("tenant=[{}, 1]", json_str(evil).replace("\\u000a", "\\n"));
+    assert!(lines.contains(&want), "{want} in {lines:#?}");
+    drop(held);
     // The pool gauges are declared in pool mode (their samples come from
     // the workers' snapshots).
     for fam in [
@@ -437,6 +484,7 @@ fn admin_escaping_real_parsers(ctx: &Ctx) {
             })
             .collect(),
         resolver_cache_size: Some(0),
+        ..View::default()
     };
     let stats = Stats::new();
     let samples = prom_parse(ctx, &render::metrics(&stats, &view));

@@ -19,6 +19,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 impl Kind {
@@ -26,6 +27,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -77,7 +79,27 @@ impl Family<'_> {
     /// One sample: `name{l1="v1",l2="v2"} value`. Label names that are not valid are skipped
     /// (they are constants of this crate; a unit test checks them).
     pub fn sample(&mut self, labels: &[(&str, &str)], value: u64) {
+        self.sample_as("", labels, &value.to_string());
+    }
+
+    /// The `_bucket`, `_sum` and `_count` samples of one histogram series.
+    pub fn histogram(&mut self, labels: &[(&str, &str)], h: &crate::stats::HistogramSnapshot) {
+        let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+        with_le.push(("le", ""));
+        for (le, count) in crate::stats::LATENCY_LE.iter().zip(h.cumulative.iter()) {
+            if let Some(last) = with_le.last_mut() {
+                last.1 = le;
+            }
+            self.sample_as("_bucket", &with_le, &count.to_string());
+        }
+        let sum = format!("{}.{:06}", h.sum_us / 1_000_000, h.sum_us % 1_000_000);
+        self.sample_as("_sum", labels, &sum);
+        self.sample_as("_count", labels, &h.count().to_string());
+    }
+
+    fn sample_as(&mut self, suffix: &str, labels: &[(&str, &str)], value: &str) {
         self.out.push_str(self.name);
+        self.out.push_str(suffix);
         let mut first = true;
         for (k, v) in labels.iter().filter(|(k, _)| valid_name(k, false)) {
             self.out.push(if first { '{' } else { ',' });
@@ -177,7 +199,7 @@ pub(crate) fn parse_strict(
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').ok_or("TYPE without type")?;
             let (hname, h) = help.take().ok_or(format!("TYPE {name} without HELP"))?;
-            if hname != name || !["counter", "gauge"].contains(&kind) {
+            if hname != name || !["counter", "gauge", "histogram"].contains(&kind) {
                 return Err(format!("TYPE {name} {kind} after HELP {hname}"));
             }
             seen.push(name.to_owned());
@@ -190,9 +212,15 @@ pub(crate) fn parse_strict(
                 return Err("sample between HELP and TYPE".into());
             }
             let (series, value) = line.rsplit_once(' ').ok_or("sample without value")?;
-            let value: u64 = value
-                .parse()
-                .map_err(|_| format!("bad value in {line:?}"))?;
+            // Histogram sums are fractional seconds: kept as whole microseconds.
+            let value: u64 = match value.parse::<u64>() {
+                Ok(v) => v,
+                Err(_) if fam.1 == "histogram" => value
+                    .parse::<f64>()
+                    .map(|f| (f * 1e6).round() as u64)
+                    .map_err(|_| format!("bad value in {line:?}"))?,
+                Err(_) => return Err(format!("bad value in {line:?}")),
+            };
             let (name, labels) = match series.split_once('{') {
                 None => (series, Vec::new()),
                 Some((name, rest)) => {
@@ -230,7 +258,18 @@ pub(crate) fn parse_strict(
                     (name, labels)
                 }
             };
-            if name != fam.0 {
+            let mut labels = labels;
+            if fam.1 == "histogram" {
+                // Which of the three series: kept as a `__suffix` pseudo-label.
+                let suffix = name
+                    .strip_prefix(fam.0.as_str())
+                    .filter(|s| ["_bucket", "_sum", "_count"].contains(s))
+                    .ok_or(format!("sample {name} inside histogram {}", fam.0))?;
+                if (suffix == "_bucket") != labels.iter().any(|(k, _)| k == "le") {
+                    return Err(format!("le label on {name}: only buckets have one"));
+                }
+                labels.push(("__suffix".to_owned(), suffix.to_owned()));
+            } else if name != fam.0 {
                 return Err(format!("sample {name} inside family {}", fam.0));
             }
             fam.3.push((labels, value));

@@ -12,7 +12,8 @@ use std::sync::atomic::AtomicU64;
 use super::json::Json;
 use super::pools::PoolBucket;
 use super::prom::{Exposition, Kind};
-use crate::stats::{Stats, get};
+use crate::stats::{HistogramSnapshot, Stats, get};
+use crate::tenant::TenantSummary;
 
 /// What `/metrics` and `/status` show besides the counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,6 +29,51 @@ pub struct View {
     pub resolver_cache_size: Option<u64>,
     /// `POST /pause` in force.
     pub paused: bool,
+    /// Tenants in the registry (live sessions or recent logins).
+    pub tenants_tracked: u64,
+    /// The most active tenants ([`TOP_TENANTS`] at most) and the sum of the others.
+    pub tenants: Vec<TenantSummary>,
+    pub tenant_other: Option<TenantSummary>,
+    /// Process-wide latency histograms ([`crate::stats::LATENCY`]).
+    pub session_start: HistogramSnapshot,
+    pub checkout_wait: HistogramSnapshot,
+}
+
+/// Tenants shown by name in `/metrics` and `/status`; the others are summed
+/// into one `other` series, so the series count is bounded whatever the number
+/// of tenants.
+pub const TOP_TENANTS: usize = 20;
+
+type TenantField = (&'static str, Kind, &'static str, fn(&TenantSummary) -> u64);
+
+const TENANT_SERIES: [TenantField; 3] = [
+    (
+        "pgvpd_tenant_sessions_open",
+        Kind::Gauge,
+        "Sessions open per tenant (top tenants by activity; bucket=\"other\" sums the rest).",
+        |t| t.sessions,
+    ),
+    (
+        "pgvpd_tenant_sessions_admitted_total",
+        Kind::Counter,
+        "Sessions admitted per tenant while it is tracked (restarts when an idle tenant is evicted).",
+        |t| t.sessions_total,
+    ),
+    (
+        "pgvpd_tenant_sessions_refused_total",
+        Kind::Counter,
+        "Sessions refused by tenant_max_connections or tenant_rate_limit, per tenant.",
+        |t| t.rejected,
+    ),
+];
+
+/// The tenant rows with their labels: `tenant` and `bucket` (`top` for a named
+/// tenant, `other` for the sum), so a tenant named "other" stays distinct.
+fn tenant_rows(v: &View) -> impl Iterator<Item = (&TenantSummary, &'static str)> {
+    v.tenants
+        .iter()
+        .map(|t| (t, "top"))
+        .chain(v.tenant_other.iter().map(|t| (t, "other")))
 }
 
 type Field = fn(&Stats) -> &AtomicU64;
@@ -261,6 +307,33 @@ pub fn metrics(s: &Stats, v: &View) -> String {
         u64::try_from(v.workers).unwrap_or(u64::MAX),
     );
     e.single(
+        "pgvpd_tenants_tracked",
+        Kind::Gauge,
+        "Tenants in the registry (live sessions or logins within the last second).",
+        v.tenants_tracked,
+    );
+    for (name, kind, help, field) in TENANT_SERIES {
+        e.family(name, kind, help, |f| {
+            for (t, bucket) in tenant_rows(v) {
+                f.sample(&[("tenant", &t.name), ("bucket", bucket)], field(t));
+            }
+        });
+    }
+    e.family(
+        "pgvpd_session_start_seconds",
+        Kind::Histogram,
+        "Accept to the session's context set and released to the client.",
+        |f| f.histogram(&[], &v.session_start),
+    );
+    if v.pooling {
+        e.family(
+            "pgvpd_pool_checkout_wait_seconds",
+            Kind::Histogram,
+            "Pool modes: a client's wait for a server.",
+            |f| f.histogram(&[], &v.checkout_wait),
+        );
+    }
+    e.single(
         "pgvpd_paused",
         Kind::Gauge,
         "1 while POST /pause is in force (pools lend no server), else 0.",
@@ -279,6 +352,16 @@ pub fn metrics(s: &Stats, v: &View) -> String {
         |f| f.sample(&[("version", v.version)], 1),
     );
     e.finish()
+}
+
+fn tenant_json(t: &TenantSummary) -> Json {
+    Json::obj([
+        ("tenant", Json::str(t.name.as_str())),
+        ("sessions", Json::U64(t.sessions)),
+        ("sessions_total", Json::U64(t.sessions_total)),
+        ("rejected", Json::U64(t.rejected)),
+        ("requests", Json::U64(t.query.count())),
+    ])
 }
 
 /// The `/status` body: pgvpd 1.0's shape (behaviour §7.3) plus `version`, `uptime_seconds`,
@@ -331,6 +414,20 @@ pub fn status(s: &Stats, v: &View) -> String {
                 ("rejected_limit", n(&s.tenant_rejected_limit)),
                 ("rejected_rate", n(&s.tenant_rejected_rate)),
                 ("timeouts", Json::U64(TENANT_TIMEOUTS)),
+            ]),
+        ),
+        (
+            "tenants",
+            Json::obj([
+                ("tracked", Json::U64(v.tenants_tracked)),
+                (
+                    "top",
+                    Json::Arr(v.tenants.iter().map(tenant_json).collect()),
+                ),
+                (
+                    "other",
+                    v.tenant_other.as_ref().map_or(Json::Null, tenant_json),
+                ),
             ]),
         ),
         (
@@ -391,6 +488,33 @@ mod tests {
                 },
             ],
             resolver_cache_size: Some(5),
+            tenants_tracked: 30,
+            tenants: vec![
+                TenantSummary {
+                    name: "t\"x\n# HELP evil".into(),
+                    sessions: 2,
+                    sessions_total: 5,
+                    rejected: 1,
+                    ..TenantSummary::default()
+                },
+                TenantSummary {
+                    name: "other".into(),
+                    sessions: 1,
+                    ..TenantSummary::default()
+                },
+            ],
+            tenant_other: Some(TenantSummary {
+                name: "other".into(),
+                sessions: 7,
+                ..TenantSummary::default()
+            }),
+            session_start: {
+                let h = crate::stats::Histogram::new();
+                h.observe(std::time::Duration::from_micros(1_500));
+                h.observe(std::time::Duration::from_secs(20));
+                h.snapshot()
+            },
+            checkout_wait: HistogramSnapshot::default(),
         }
     }
 
@@ -434,6 +558,36 @@ mod tests {
         assert_eq!(find("pgvpd_pool_connections_idle").3[0].1, 1);
         assert_eq!(find("pgvpd_pool_clients_waiting").3[0].1, 2);
         assert_eq!(find("pgvpd_build_info").3[0].0[0].1, "0.1.0");
+        // Per-tenant series: hostile names round-trip; a tenant named
+        // "other" and the sum of the rest are told apart by `bucket`.
+        let open = &find("pgvpd_tenant_sessions_open").3;
+        let rows: Vec<(&str, &str, u64)> = open
+            .iter()
+            .map(|(l, v)| (l[0].1.as_str(), l[1].1.as_str(), *v))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("t\"x\n# HELP evil", "top", 2),
+                ("other", "top", 1),
+                ("other", "other", 7)
+            ]
+        );
+        assert_eq!(find("pgvpd_tenant_sessions_admitted_total").3[0].1, 5);
+        assert_eq!(find("pgvpd_tenant_sessions_refused_total").3[0].1, 1);
+        assert_eq!(find("pgvpd_tenants_tracked").3[0].1, 30);
+        let h = find("pgvpd_session_start_seconds");
+        assert_eq!(h.1, "histogram");
+        let le = |s: &(Vec<(String, String)>, u64)| {
+            s.0.iter().find(|(k, _)| k == "le").map(|(_, v)| v.clone())
+        };
+        assert_eq!(h.3.len(), 15 + 2);
+        assert_eq!((le(&h.3[1]).as_deref(), h.3[1].1), (Some("0.001"), 0));
+        assert_eq!((le(&h.3[2]).as_deref(), h.3[2].1), (Some("0.0025"), 1));
+        assert_eq!((le(&h.3[14]).as_deref(), h.3[14].1), (Some("+Inf"), 2));
+        assert_eq!(h.3[15].1, 20_001_500, "_sum in µs");
+        assert_eq!(h.3[16].1, 2, "_count");
+        find("pgvpd_pool_checkout_wait_seconds");
         // pgvpd 1.0's families are all there (per-resolver ones aside), under its HELP texts.
         for (name, help) in [
             (

@@ -208,7 +208,19 @@ impl Backend for Live {
 
     fn view(&mut self) -> View {
         let s = &self.sources;
+        let session = s.shared.session();
+        let rows = session
+            .tenants
+            .as_ref()
+            .map(|t| t.snapshot(Instant::now()))
+            .unwrap_or_default();
+        let (tenants, tenant_other) = crate::tenant::top(&rows, super::render::TOP_TENANTS);
         View {
+            tenants_tracked: u64::try_from(rows.len()).unwrap_or(u64::MAX),
+            tenants,
+            tenant_other,
+            session_start: crate::stats::LATENCY.session_start.snapshot(),
+            checkout_wait: crate::stats::LATENCY.checkout_wait.snapshot(),
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: s.started.elapsed().as_secs(),
             workers: s.workers,
@@ -218,9 +230,7 @@ impl Backend for Live {
             } else {
                 Vec::new()
             },
-            resolver_cache_size: s
-                .shared
-                .session()
+            resolver_cache_size: session
                 .resolvers
                 .as_ref()
                 .map(|e| u64::try_from(e.cache.len()).unwrap_or(u64::MAX)),

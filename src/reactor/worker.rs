@@ -77,6 +77,8 @@ struct Conn {
     /// Transaction mode: the server this client returned last (asked for
     /// first at its next checkout: its context step can then be skipped).
     last_link: Option<(usize, u64)>,
+    /// Pool modes: when the client asked for the server it waits for.
+    checkout_at: Option<Instant>,
     /// Transaction mode: this client has an entry in `Worker::parked` (one
     /// at most, so the queue cannot grow with each transaction).
     parked_queued: bool,
@@ -506,6 +508,7 @@ impl Worker {
             pool_key: None,
             cancel_pid: None,
             last_link: None,
+            checkout_at: None,
             parked_queued: false,
         };
         let Some((slot, generation)) = self.slab.insert(conn) else {
@@ -769,6 +772,9 @@ fn drive(
                 }
                 Action::SessionStarted => {
                     stats::inc(&STATS.sessions_started);
+                    stats::LATENCY
+                        .session_start
+                        .observe(now.saturating_duration_since(conn.opened));
                     let info = &conn.session.info;
                     info!(
                         "session_start",
@@ -792,7 +798,10 @@ fn drive(
                 }
                 Action::StartClientTls { direct } => conn.tls_upgrade = Some(direct),
                 Action::StartServerTls => start_upstream_tls(conn, settings, now),
-                Action::Checkout => reqs.push(PoolReq::Checkout((slot, generation))),
+                Action::Checkout => {
+                    conn.checkout_at = Some(now);
+                    reqs.push(PoolReq::Checkout((slot, generation)));
+                }
                 Action::ReleaseServer => reqs.push(PoolReq::Release((slot, generation))),
                 Action::ReturnServer => reqs.push(PoolReq::Return((slot, generation))),
             }

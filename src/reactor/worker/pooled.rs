@@ -327,6 +327,11 @@ impl Worker {
             }
         };
         stats::inc(&STATS.pool_checkouts);
+        if let Some(at) = conn.checkout_at.take() {
+            stats::LATENCY
+                .checkout_wait
+                .observe(now.saturating_duration_since(at));
+        }
         if lc.returned {
             stats::inc(&STATS.pool_reuses);
         }
