@@ -45,6 +45,7 @@ const CASES: &[Case] = &[
         reload_broken_config_changes_nothing,
     ),
     ("admin_kill_tenant", admin_kill_tenant),
+    ("admin_pause_resume", admin_pause_resume),
 ];
 
 fn main() {
@@ -1171,5 +1172,69 @@ fn admin_kill_tenant(ctx: &Ctx) {
     }
     assert_eq!(g.query_one("SELECT 2").as_deref(), Some("2"));
     drop((k, g));
+    drop(p);
+}
+
+/// `POST /pause`: no server is lent (a client's next transaction waits, even
+/// with the server idle); `POST /resume`: it runs. A pause longer than
+/// `pool_checkout_timeout` ends the wait with the usual timeout error.
+fn admin_pause_resume(ctx: &Ctx) {
+    let port = free_port();
+    let p = pooled_proxy(
+        ctx,
+        "transaction",
+        &format!(
+            "admin_port = {port}\nadmin_token = {TOKEN}\npool_size = 1\npool_checkout_timeout = 3\n"
+        ),
+    );
+    wait_admin(local(port));
+    let mut a = pooled_login(&p, "app_user.acme");
+    let mut b = pooled_login(&p, "app_user.globex");
+    assert_eq!(a.query_one("SELECT 1").as_deref(), Some("1"));
+    let r = post(port, "/pause", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("\"paused\"") && r.body.contains("\"changed\": true"),
+        "{}",
+        r.body
+    );
+    assert!(
+        post(port, "/pause", Some(TOKEN))
+            .body
+            .contains("\"changed\": false")
+    );
+    let m = exchange(local(port), &request("GET", "/metrics", Some(TOKEN)));
+    assert_eq!(m.sample("pgvpd_paused"), 1);
+    b.send_query("SELECT 'b'");
+    match b.wait_error_or_eof(Duration::from_millis(1500)) {
+        Outcome::Timeout => {}
+        o => panic!("a query ran while paused: {o:?}"),
+    }
+    let r = post(port, "/resume", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rows = b
+        .read_query_result()
+        .expect("the held query after the resume");
+    assert_eq!(rows[0][0].as_deref(), Some("b"));
+    assert_eq!(
+        a.query_one("SELECT current_setting('app.current_tenant_id')")
+            .as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        b.query_one("SELECT current_setting('app.current_tenant_id')")
+            .as_deref(),
+        Some("globex")
+    );
+    // Paused longer than pool_checkout_timeout: the wait ends with an error.
+    assert_eq!(post(port, "/pause", Some(TOKEN)).status, 200);
+    a.send_query("SELECT 'a'");
+    match a.wait_error_or_eof(Duration::from_secs(15)) {
+        Outcome::Error(e) => assert!(e.message.contains("timeout"), "{e:?}"),
+        o => panic!("a paused wait must end with the checkout timeout: {o:?}"),
+    }
+    assert_eq!(post(port, "/resume", Some(TOKEN)).status, 200);
+    assert_eq!(b.query_one("SELECT 3").as_deref(), Some("3"));
+    drop((a, b));
     drop(p);
 }

@@ -102,6 +102,8 @@ pub(super) struct Worker {
     shared: Arc<Shared>,
     next_conn: u64,
     shutdown_deadline: Option<Instant>,
+    /// Pool modes, while paused: clients that asked for a server.
+    held_checkouts: Vec<(usize, u64)>,
     /// When the pools are published next ([`PUBLISH_EVERY`]).
     next_publish: Option<Instant>,
     /// Commands from the admin API ([`super::control`]).
@@ -162,6 +164,7 @@ impl Worker {
                 session_cfg: (shared.session_generation(), shared.session()),
                 commands,
                 next_publish: None,
+                held_checkouts: Vec::new(),
                 shared,
                 next_conn: 0,
                 shutdown_deadline: None,
@@ -318,8 +321,12 @@ impl Worker {
         while let Ok((cmd, reply)) = self.commands.try_recv() {
             let n = match cmd {
                 Command::Wake => {
-                    if self.settings.pool.is_some() && !self.shared.paused.load(Ordering::Acquire) {
-                        self.resume_waiters(now);
+                    if self.settings.pool.is_some() {
+                        if self.shared.paused.load(Ordering::Acquire) {
+                            self.hold_waiters();
+                        } else {
+                            self.resume_waiters(now);
+                        }
                     }
                     0
                 }

@@ -86,6 +86,22 @@ impl Worker {
     }
 
     fn checkout(&mut self, cid: Id, now: Instant) {
+        if self
+            .shared
+            .paused
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // POST /pause: held until the resume (or the client's checkout
+            // timeout). Entries of clients no longer waiting are dropped once
+            // they outnumber the clients, so the list stays bounded.
+            self.held_checkouts.push(cid);
+            if self.held_checkouts.len() > self.slab.len() {
+                let slab = &self.slab;
+                self.held_checkouts
+                    .retain(|c| slab.get(c.0, c.1).is_some_and(|c| c.session.pool_waiting()));
+            }
+            return;
+        }
         let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
             return;
         };
@@ -519,8 +535,36 @@ impl Worker {
         self.serve_waiters(key, now);
     }
 
-    /// After a resume: serve the clients that queued while pools were paused.
+    /// A pause began: the clients already queued for a server are taken out
+    /// of the pools' queues and held with the new ones, so a server that
+    /// comes back stays idle instead of being lent.
+    pub(super) fn hold_waiters(&mut self) {
+        let keys: Vec<PoolKey> = self
+            .pools
+            .all_stats()
+            .into_iter()
+            .filter(|(_, st)| st.waiting > 0)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            while let Some(cid) = self.pools.pop_waiter(&key) {
+                self.held_checkouts.push(cid);
+            }
+        }
+    }
+
+    /// After a resume: serve the clients held while pools were paused, in
+    /// the order they asked.
     pub(super) fn resume_waiters(&mut self, now: Instant) {
+        for cid in std::mem::take(&mut self.held_checkouts) {
+            if self
+                .slab
+                .get(cid.0, cid.1)
+                .is_some_and(|c| c.session.pool_waiting())
+            {
+                self.checkout(cid, now);
+            }
+        }
         let keys: Vec<PoolKey> = self
             .pools
             .all_stats()
