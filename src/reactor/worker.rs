@@ -352,16 +352,15 @@ impl Worker {
             }
             conn.session.kill(now);
             killed = killed.saturating_add(1);
-            if conn.session.closed().is_some() {
-                self.closing.push(slot);
-                continue;
-            }
             // The FATAL is flushed, then the session closes.
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push((slot, generation));
-            }
-            sync_deadline(conn, &mut self.deadlines, slot, generation);
+            settle(
+                conn,
+                slot,
+                generation,
+                &mut self.closing,
+                &mut self.dirty,
+                &mut self.deadlines,
+            );
         }
         if killed > 0 {
             info!("tenant_killed", worker = self.id, sessions = killed);
@@ -595,16 +594,15 @@ impl Worker {
             }
             conn.deadline = None;
             conn.session.handle_timeout(now);
-            if conn.session.closed().is_some() {
-                self.closing.push(slot);
-                continue;
-            }
             // A timeout may queue an error to flush.
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push((slot, generation));
-            }
-            sync_deadline(conn, &mut self.deadlines, slot, generation);
+            settle(
+                conn,
+                slot,
+                generation,
+                &mut self.closing,
+                &mut self.dirty,
+                &mut self.deadlines,
+            );
         }
         let live = self.slab.len().saturating_add(self.links.len()).max(16);
         if self.deadlines.len() > live.saturating_mul(4) {
@@ -689,6 +687,28 @@ fn register_client(registry: &Registry, conn: &mut Conn, slot: usize, generation
             false
         }
     }
+}
+
+/// After the session changed outside an I/O event (a timer, an admin
+/// command): closed → freed at the end of the batch; else driven again (it
+/// may have something to flush) with its deadline updated.
+fn settle(
+    conn: &mut Conn,
+    slot: usize,
+    generation: u64,
+    closing: &mut Vec<usize>,
+    dirty: &mut Vec<(usize, u64)>,
+    deadlines: &mut Deadlines,
+) {
+    if conn.session.closed().is_some() {
+        closing.push(slot);
+        return;
+    }
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push((slot, generation));
+    }
+    sync_deadline(conn, deadlines, slot, generation);
 }
 
 fn sync_deadline(conn: &mut Conn, deadlines: &mut Deadlines, slot: usize, generation: u64) {

@@ -535,18 +535,20 @@ impl Worker {
         self.serve_waiters(key, now);
     }
 
-    /// A pause began: the clients already queued for a server are taken out
-    /// of the pools' queues and held with the new ones, so a server that
-    /// comes back stays idle instead of being lent.
-    pub(super) fn hold_waiters(&mut self) {
-        let keys: Vec<PoolKey> = self
-            .pools
+    fn keys_with_waiters(&self) -> Vec<PoolKey> {
+        self.pools
             .all_stats()
             .into_iter()
             .filter(|(_, st)| st.waiting > 0)
             .map(|(k, _)| k)
-            .collect();
-        for key in keys {
+            .collect()
+    }
+
+    /// A pause began: the clients already queued for a server are taken out
+    /// of the pools' queues and held with the new ones, so a server that
+    /// comes back stays idle instead of being lent.
+    pub(super) fn hold_waiters(&mut self) {
+        for key in self.keys_with_waiters() {
             while let Some(cid) = self.pools.pop_waiter(&key) {
                 self.held_checkouts.push(cid);
             }
@@ -565,14 +567,7 @@ impl Worker {
                 self.checkout(cid, now);
             }
         }
-        let keys: Vec<PoolKey> = self
-            .pools
-            .all_stats()
-            .into_iter()
-            .filter(|(_, st)| st.waiting > 0)
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
+        for key in self.keys_with_waiters() {
             self.serve_waiters(&key, now);
         }
     }
