@@ -792,13 +792,27 @@ fn torture_op(
             }
         }
         _ => {
-            // Cancel a running statement through the proxy-issued key.
+            // Cancel a running statement through the proxy-issued key. A
+            // cancel that reaches the server before the statement does is
+            // ignored by PostgreSQL (on a loaded machine 100 ms may not be
+            // enough), so it is sent again while the statement still runs,
+            // as a client would.
             let token = client.cancel_token();
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen = std::sync::Arc::clone(&done);
             let canceller = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(100));
-                token.cancel_query(postgres::NoTls)
+                let mut wait = Duration::from_millis(100);
+                for _ in 0..5 {
+                    std::thread::sleep(wait);
+                    if seen.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let _ = token.cancel_query(postgres::NoTls);
+                    wait = Duration::from_millis(500);
+                }
             });
             let r = client.simple_query("SELECT pg_sleep(3)");
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = canceller.join();
             match r {
                 Err(e) if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => {
