@@ -220,15 +220,11 @@ pub struct Latency {
     pub session_start: Histogram,
     /// Pool modes: a client's wait for a server (queued → lent).
     pub checkout_wait: Histogram,
-    /// A client's request (simple query or extended batch up to Sync) → the
-    /// server's ReadyForQuery.
-    pub query: Histogram,
 }
 
 pub static LATENCY: Latency = Latency {
     session_start: Histogram::new(),
     checkout_wait: Histogram::new(),
-    query: Histogram::new(),
 };
 
 #[cfg(test)]

@@ -37,8 +37,6 @@ pub struct TenantStats {
     pub sessions_total: AtomicU64,
     /// Sessions refused by `tenant_max_connections` or `tenant_rate_limit`.
     pub rejected: AtomicU64,
-    /// Request → ReadyForQuery latency of this tenant's sessions.
-    pub query: crate::stats::Histogram,
 }
 
 /// A tenant as the admin API shows it.
@@ -57,7 +55,6 @@ pub struct TenantSummary {
     pub sessions: u64,
     pub sessions_total: u64,
     pub rejected: u64,
-    pub query: crate::stats::HistogramSnapshot,
 }
 
 impl TenantSummary {
@@ -67,22 +64,18 @@ impl TenantSummary {
             sessions: u64::from(r.sessions),
             sessions_total: crate::stats::get(&r.stats.sessions_total),
             rejected: crate::stats::get(&r.stats.rejected),
-            query: r.stats.query.snapshot(),
         }
     }
 
-    /// Sessions admitted and refused plus requests answered.
+    /// Sessions admitted and refused.
     pub fn activity(&self) -> u64 {
-        self.sessions_total
-            .saturating_add(self.rejected)
-            .saturating_add(self.query.count())
+        self.sessions_total.saturating_add(self.rejected)
     }
 
     fn absorb(&mut self, o: &TenantSummary) {
         self.sessions = self.sessions.saturating_add(o.sessions);
         self.sessions_total = self.sessions_total.saturating_add(o.sessions_total);
         self.rejected = self.rejected.saturating_add(o.rejected);
-        self.query.merge(&o.query);
     }
 }
 
@@ -448,20 +441,21 @@ mod tests {
         let t = Arc::new(Tenants::new(Some(1), None, 100));
         let now = Instant::now();
         let mut held = Vec::new();
-        for (name, logins) in [("a", 1), ("b", 3), ("c", 2), ("d", 2)] {
+        for (name, logins) in [("a", 3), ("b", 3), ("c", 2), ("d", 2)] {
             for _ in 0..logins {
                 if let Ok(g) = t.admit(name, now) {
                     held.push(g);
                 }
             }
         }
-        held[0].stats().query.observe(Duration::from_millis(3));
+        drop(held.remove(0));
+        let _a = t.admit("a", now).unwrap();
         let (top3, other) = top(&t.snapshot(now), 2);
         let names: Vec<_> = top3.iter().map(|s| s.name.as_str()).collect();
-        // b: 1 admitted + 2 refused; c, d: 1 + 1; a: 1 + a query.
-        assert_eq!(names, ["b", "a"]);
-        assert_eq!((top3[0].sessions_total, top3[0].rejected), (1, 2));
-        assert_eq!(top3[1].query.count(), 1);
+        // a: 2 admitted + 2 refused; b: 1 + 2; c, d: 1 + 1.
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!((top3[0].sessions_total, top3[0].rejected), (2, 2));
+        assert_eq!((top3[1].sessions_total, top3[1].rejected), (1, 2));
         let o = other.unwrap();
         assert_eq!(
             (o.name.as_str(), o.sessions, o.sessions_total, o.rejected),
