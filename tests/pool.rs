@@ -836,8 +836,14 @@ fn abusive_session(
     rng: &mut XorShift,
     c: &mut TortureCounts,
 ) -> Result<(), String> {
-    let mut conn = RawConn::login(port, &format!("app_user.t{k}"), DB, Some(POOL_PASSWORD))
+    // The login waits for a server (session mode): up to the torture's
+    // pool_checkout_timeout, not the raw client's 10 s default.
+    let mut conn = RawConn::connect(port);
+    conn.set_read_timeout(Duration::from_secs(65));
+    conn.startup(Some(&format!("app_user.t{k}")), DB, &[]);
+    conn.auth_trust_or_cleartext(Some(POOL_PASSWORD))
         .map_err(|e| format!("raw login t{k}: {e:?}"))?;
+    conn.set_read_timeout(Duration::from_secs(10));
     c.sessions += 1;
     c.abusive_sessions += 1;
     let mut burst = Vec::new();
