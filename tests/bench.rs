@@ -121,32 +121,7 @@ fn run(secs: u32) -> usize {
     let proxy = Proxy::start(&cluster, "log_level = warn\nmax_client_conn = 5000");
 
     let tenant_user = format!("{ROLE}.{TENANT}");
-    let targets = [
-        Target {
-            name: "direct",
-            port: cluster.port,
-            user: ROLE.to_string(),
-            pid: None,
-            tls: None,
-            password: None,
-        },
-        Target {
-            name: "pgbouncer",
-            port: bouncer.port,
-            user: ROLE.to_string(),
-            pid: Some(bouncer.pid()),
-            tls: None,
-            password: None,
-        },
-        Target {
-            name: "pgvpd",
-            port: proxy.port,
-            user: tenant_user.clone(),
-            pid: Some(proxy.pid()),
-            tls: None,
-            password: None,
-        },
-    ];
+    let targets = three_targets(&cluster, &bouncer, &proxy, &tenant_user, "pgvpd", None);
 
     let mut failures = sanity_checks(&targets, proxy.port);
 
@@ -364,7 +339,14 @@ fn run_pool(
              upstream_password = unused-trust\npool_checkout_timeout = 60\n"
         ),
     );
-    let targets = pooled_targets(cluster, &bouncer, &proxy, tenant_user, "pgvpd pool");
+    let targets = three_targets(
+        cluster,
+        &bouncer,
+        &proxy,
+        tenant_user,
+        "pgvpd pool",
+        Some(POOL_PASSWORD),
+    );
     let mut failures = 0;
     let sql = "SELECT current_setting('app.current_tenant_id'), count(*) FROM bench_accounts";
     let out = psql(proxy.port, tenant_user, Some(POOL_PASSWORD), DB, sql);
@@ -403,14 +385,16 @@ fn run_pool(
     (rows, failures)
 }
 
-/// Direct, PgBouncer and pgvpd (`name`) for the pooling rows: both poolers
-/// with SCRAM clients and the pool password; direct uses trust.
-fn pooled_targets(
+/// Direct (trust), PgBouncer and pgvpd (`name`), the two proxies with
+/// `password` (the pooling rows: SCRAM clients with the pool password;
+/// passthrough: None, trust through to PostgreSQL).
+fn three_targets(
     cluster: &Cluster,
     bouncer: &PgBouncer,
     proxy: &Proxy,
     tenant_user: &str,
     name: &'static str,
+    password: Option<&'static str>,
 ) -> [Target; 3] {
     [
         Target {
@@ -427,7 +411,7 @@ fn pooled_targets(
             user: ROLE.to_string(),
             pid: Some(bouncer.pid()),
             tls: None,
-            password: Some(POOL_PASSWORD),
+            password,
         },
         Target {
             name,
@@ -435,7 +419,7 @@ fn pooled_targets(
             user: tenant_user.to_string(),
             pid: Some(proxy.pid()),
             tls: None,
-            password: Some(POOL_PASSWORD),
+            password,
         },
     ]
 }
@@ -486,7 +470,14 @@ fn run_txn(
                 out.stderr.trim()
             );
         }
-        let targets = pooled_targets(cluster, &bouncer, &proxy, tenant_user, "pgvpd txn");
+        let targets = three_targets(
+            cluster,
+            &bouncer,
+            &proxy,
+            tenant_user,
+            "pgvpd txn",
+            Some(POOL_PASSWORD),
+        );
         for mode in ["simple", "extended", "prepared"] {
             let spec = Spec {
                 workload,
