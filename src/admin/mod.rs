@@ -5,10 +5,13 @@
 //! ([`http`]); the Prometheus and JSON writers ([`prom`], [`json`]); the bodies ([`render`]);
 //! the pool snapshots the workers publish ([`PoolSnapshots`]).
 //!
-//! Must not: touch worker state or block a worker. The admin thread reads only
+//! Must not: touch worker state or block a worker. The admin thread reads
 //! [`crate::stats::STATS`] (relaxed atomics), the resolver cache size (`Engine::cache.len()`,
-//! one short lock the workers also take briefly) and [`PoolSnapshots`] (one mutex per worker,
-//! held only to swap or clone a `Vec`). It writes nothing the workers read.
+//! one short lock the workers also take briefly), the tenant registry (`Tenants::snapshot`,
+//! one short lock, which also evicts long-idle tenants) and [`PoolSnapshots`] (one mutex per
+//! worker, held only to swap or clone a `Vec`). What it changes goes through shared atomics
+//! and slots made for it: `Shared::paused`, the session configuration a reload replaces, and
+//! the workers' command queues (`reactor::control`).
 //!
 //! Invariants (everything is bounded, `docs/architecture.md` "Admin API"): at most
 //! [`server::MAX_CONNS`] connections (the oldest is closed to make room); a request head of at

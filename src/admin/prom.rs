@@ -67,6 +67,8 @@ pub fn escape_help(out: &mut String, v: &str) {
 pub struct Exposition {
     out: String,
     names: Vec<String>,
+    /// Families refused (a bad or repeated name: a bug of the caller's constants).
+    refused: usize,
 }
 
 /// The samples of one family (the name is the family's, so no sample can stray into another).
@@ -131,6 +133,7 @@ impl Exposition {
         f: impl FnOnce(&mut Family<'_>),
     ) -> bool {
         if !valid_name(name, true) || self.names.iter().any(|n| n == name) {
+            self.refused = self.refused.saturating_add(1);
             return false;
         }
         self.names.push(name.to_owned());
@@ -147,6 +150,11 @@ impl Exposition {
     /// A family with one unlabelled sample.
     pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: u64) -> bool {
         self.family(name, kind, help, |f| f.sample(&[], value))
+    }
+
+    /// How many `family` calls were refused.
+    pub fn refused(&self) -> usize {
+        self.refused
     }
 
     /// The text, ending with a newline (empty when nothing was written).
@@ -368,6 +376,7 @@ mod tests {
         assert!(e.single("a", Kind::Gauge, "A.", 1));
         assert!(!e.single("a", Kind::Gauge, "A again.", 2));
         assert!(!e.single("bad-name", Kind::Gauge, "B.", 2));
+        assert_eq!(e.refused(), 2);
         assert_eq!(e.finish(), "# HELP a A.\n# TYPE a gauge\na 1\n");
     }
 

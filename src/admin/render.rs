@@ -351,6 +351,11 @@ pub fn metrics(s: &Stats, v: &View) -> String {
         "Build information; the value is always 1.",
         |f| f.sample(&[("version", v.version)], 1),
     );
+    // Family names are constants here: one refused (a typo, or a name used
+    // twice, as a per-tenant family once collided with pgvpd 1.0's
+    // `pgvpd_tenant_rejected_total`) would vanish silently; the unit tests
+    // render every family, so this catches it.
+    debug_assert_eq!(e.refused(), 0, "a metric family was refused");
     e.finish()
 }
 

@@ -6,13 +6,17 @@
 //! until it closes, for at most [`LINGER`] and [`MAX_LINGER_BYTES`], so that closing with
 //! unread input does not reset the connection before the client has read a 413) → closed.
 //! Each phase has a deadline; a request not complete after [`REQUEST_TIMEOUT`] gets 408 (or
-//! is just closed if nothing arrived). When all slots are taken, the oldest connection is
-//! closed to make room, so idle or slow clients cannot lock the API. Sockets are registered
+//! is just closed if nothing arrived). When all slots are taken, a lingering connection, or
+//! else the oldest one still reading, is closed to make room (one being answered never is),
+//! so idle or slow clients cannot lock the API. Sockets are registered
 //! once, edge-triggered, for both directions; each phase does its I/O until `WouldBlock`.
 //!
 //! The `/health` check connects (TCP only, no PostgreSQL login) to the upstream addresses,
-//! at most every [`HEALTH_CACHE`] and for at most [`HEALTH_CONNECT_TIMEOUT`] in total. It is
-//! the one blocking call of this thread: other admin requests wait for it, workers never do.
+//! at most every [`HEALTH_CACHE`] and for at most [`HEALTH_CONNECT_TIMEOUT`] in total. The
+//! thread also blocks in the `POST` actions: a reload reads its files, a command waits for the
+//! workers' answers (at most [`crate::reactor::control::REPLY_TIMEOUT`]). Other admin requests
+//! wait meanwhile (each connection's deadlines are taken from a fresh clock after it); workers
+//! never wait for this thread.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
@@ -445,17 +449,24 @@ impl Server {
                 error!("admin_poll_failed", error = e);
                 return;
             }
-            let now = Instant::now();
-            let mut accept = self.accept_again.is_some_and(|t| t <= now);
+            let mut accept = false;
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
                     LISTENER => accept = true,
-                    Token(slot) => self.drive(slot, now),
+                    // A fresh clock per connection: an answer may block (a
+                    // reload, a command's wait for the workers), and the
+                    // deadlines set after it must not start in the past.
+                    Token(slot) => self.drive(slot, Instant::now()),
                 }
             }
-            if accept {
-                self.accept(now);
+            let now = Instant::now();
+            // After an accept error the pause holds even if clients keep
+            // arriving; a spent budget (accept_again = then) resumes at once.
+            match self.accept_again {
+                Some(t) if t <= now => self.accept(now),
+                None if accept => self.accept(now),
+                _ => {}
             }
             self.expire(Instant::now());
         }
@@ -499,11 +510,8 @@ impl Server {
                     self.insert(stream, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                // ECONNABORTED and friends: that one connection is gone.
+                Err(e) if !crate::sys::is_fd_exhaustion(&e) => {}
                 Err(e) => {
                     if !self.accept_failing {
                         warn!("admin_accept_failed", error = e, retry_ms = 100);
@@ -522,14 +530,24 @@ impl Server {
         let slot = match self.conns.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
-                // All taken: close the oldest connection.
+                // All taken: close a lingering connection (already
+                // answered) or else the oldest one still reading; one being
+                // answered is never cut.
                 let oldest = self
                     .conns
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, c)| c.as_ref().map(|c| (c.accepted, i)))
+                    .filter_map(|(i, c)| {
+                        let c = c.as_ref()?;
+                        let rank = match c.phase {
+                            Phase::Lingering { .. } => 0,
+                            Phase::Reading { .. } => 1,
+                            Phase::Writing { .. } => return None,
+                        };
+                        Some((rank, c.accepted, i))
+                    })
                     .min()
-                    .map(|(_, i)| i);
+                    .map(|(_, _, i)| i);
                 let Some(i) = oldest else { return };
                 if let Some(old) = self.conns.get_mut(i).and_then(Option::take) {
                     debug!("admin_conn_evicted", reason = "max_connections");

@@ -53,46 +53,71 @@ impl Control {
         Control { workers, shared }
     }
 
-    /// Sends `cmd` to every worker and sums their answers. Err when a queue is
-    /// full, a worker is gone, or not every worker answered within `timeout`
-    /// (the command may still run on those).
+    /// Sends `cmd` to every worker it can and sums their answers. Err when a
+    /// queue was full, a worker is gone, or not every worker answered within
+    /// `timeout`: the command may then have run on some workers (or still
+    /// run), and the error says so with the sum of the answers received.
     pub fn broadcast(&self, cmd: &Command, timeout: Duration) -> Result<u64, String> {
         let (tx, rx) = sync_channel(self.workers.len().max(1));
         let mut sent = 0usize;
+        let mut why = Vec::new();
         for (i, (q, waker)) in self.workers.iter().enumerate() {
             match q.try_send((cmd.clone(), tx.clone())) {
-                Ok(()) => sent += 1,
+                Ok(()) => {
+                    sent += 1;
+                    let _ = waker.wake();
+                }
                 Err(TrySendError::Full(_)) => {
-                    return Err(format!("worker {i} has {QUEUE} commands queued; try again"));
+                    why.push(format!("worker {i} has {QUEUE} commands queued"));
                 }
                 Err(TrySendError::Disconnected(_)) => {
-                    return Err(format!("worker {i} is not running"));
+                    why.push(format!("worker {i} is not running"));
                 }
             }
-            let _ = waker.wake();
         }
         drop(tx);
         let deadline = Instant::now() + timeout;
         let mut total = 0u64;
-        for _ in 0..sent {
+        let mut answered = 0usize;
+        while answered < sent {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(n) => total = total.saturating_add(n),
+                Ok(n) => {
+                    total = total.saturating_add(n);
+                    answered += 1;
+                }
                 Err(_) => {
-                    return Err(format!(
-                        "not every worker answered within {} ms",
+                    why.push(format!(
+                        "{} worker(s) did not answer within {} ms",
+                        sent - answered,
                         timeout.as_millis()
                     ));
+                    break;
                 }
             }
         }
-        Ok(total)
+        if why.is_empty() {
+            Ok(total)
+        } else {
+            Err(format!(
+                "{} (partly done: {answered} of {} workers answered, count so far {total})",
+                why.join("; "),
+                self.workers.len()
+            ))
+        }
     }
 
     /// Pause (stop lending servers) or resume; Ok(true) when the state changed.
+    /// The flag is set at once: an Err only means some worker did not confirm
+    /// (it sees the flag at its next checkout anyway).
     pub fn set_paused(&self, paused: bool) -> Result<bool, String> {
         let was = self.shared.paused.swap(paused, Ordering::AcqRel);
-        self.broadcast(&Command::Wake, REPLY_TIMEOUT)?;
+        self.broadcast(&Command::Wake, REPLY_TIMEOUT).map_err(|e| {
+            format!(
+                "{} is in force, but: {e}",
+                if paused { "the pause" } else { "the resume" }
+            )
+        })?;
         Ok(was != paused)
     }
 
