@@ -1,22 +1,25 @@
 //! Per-tenant admission: `tenant_max_connections` (authenticated sessions at
-//! once) and `tenant_rate_limit` (new sessions per second, a token bucket).
+//! once) and `tenant_rate_limit` (new sessions per second, a token bucket),
+//! and the per-tenant counters the admin API shows.
 //!
-//! Shared by every worker behind one mutex, held only to admit or release.
-//! A session is admitted once it has authenticated (passthrough: the
-//! server's AuthenticationOk; pool modes: the proxy's own check), so clients
-//! that cannot log in consume neither slots nor rate budget, and a flood of
-//! unfinished handshakes cannot lock a tenant out (handshakes are bounded by
-//! `max_client_conn` and `handshake_timeout`, not per tenant).
+//! Shared by every worker behind one mutex, held only to admit, release or
+//! take a snapshot. A session is admitted once it has authenticated
+//! (passthrough: the server's AuthenticationOk; pool modes: the proxy's own
+//! check), so clients that cannot log in consume neither slots nor rate
+//! budget, and a flood of unfinished handshakes cannot lock a tenant out
+//! (handshakes are bounded by `max_client_conn` and `handshake_timeout`, not
+//! per tenant).
 //!
 //! The admission is exact under concurrency: count and check happen under
 //! the lock, and the slot is a guard ([`Admitted`]) released when the
-//! session is dropped, on every path. Entries of tenants with no session and
-//! a full bucket are removed, so the registry is bounded by the sessions
-//! alive plus the tenants seen within the last second, and by
-//! [`Tenants::cap`] in any case. Time is passed in.
+//! session is dropped, on every path. The limits are two atomics a reload
+//! replaces ([`Tenants::set_limits`]), read once per admission. A tenant with
+//! no session stays [`IDLE_KEEP`] after its last login attempt (its counters
+//! shown meanwhile), or less when room is needed: the registry never holds
+//! more than [`Tenants::cap`] tenants. Time is passed in.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -29,44 +32,19 @@ const RATE_MEMORY: Duration = Duration::from_secs(1);
 /// Micro-tokens per admitted session (the bucket counts in millionths).
 const TOKEN: u64 = 1_000_000;
 
-/// One tenant's activity, shared by its sessions (lock-free updates) and
-/// shown by the admin API; lives as long as the tenant's registry entry.
-#[derive(Debug, Default)]
-pub struct TenantStats {
-    /// Sessions admitted.
-    pub sessions_total: AtomicU64,
-    /// Sessions refused by `tenant_max_connections` or `tenant_rate_limit`.
-    pub rejected: AtomicU64,
-}
-
-/// A tenant as the admin API shows it.
-#[derive(Clone, Debug)]
-pub struct TenantRow {
-    pub name: String,
-    /// Sessions open now.
-    pub sessions: u32,
-    pub stats: Arc<TenantStats>,
-}
-
 /// What the admin API shows of one tenant (or of the tenants outside the top N).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TenantSummary {
     pub name: String,
+    /// Sessions open now.
     pub sessions: u64,
+    /// Sessions admitted while the tenant was tracked.
     pub sessions_total: u64,
+    /// Sessions refused by `tenant_max_connections` or `tenant_rate_limit`.
     pub rejected: u64,
 }
 
 impl TenantSummary {
-    fn of(r: &TenantRow) -> TenantSummary {
-        TenantSummary {
-            name: r.name.clone(),
-            sessions: u64::from(r.sessions),
-            sessions_total: crate::stats::get(&r.stats.sessions_total),
-            rejected: crate::stats::get(&r.stats.rejected),
-        }
-    }
-
     /// Sessions admitted and refused.
     pub fn activity(&self) -> u64 {
         self.sessions_total.saturating_add(self.rejected)
@@ -82,8 +60,7 @@ impl TenantSummary {
 /// The `n` most active tenants (activity, then name), and the sum of all the
 /// others (None when there are none): bounded output whatever the number of
 /// tenants.
-pub fn top(rows: &[TenantRow], n: usize) -> (Vec<TenantSummary>, Option<TenantSummary>) {
-    let mut all: Vec<TenantSummary> = rows.iter().map(TenantSummary::of).collect();
+pub fn top(mut all: Vec<TenantSummary>, n: usize) -> (Vec<TenantSummary>, Option<TenantSummary>) {
     all.sort_by(|a, b| {
         b.activity()
             .cmp(&a.activity())
@@ -105,11 +82,44 @@ pub fn top(rows: &[TenantRow], n: usize) -> (Vec<TenantSummary>, Option<TenantSu
 
 #[derive(Debug)]
 struct Entry {
-    stats: Arc<TenantStats>,
     sessions: u32,
-    /// Micro-tokens available at `at`.
+    sessions_total: u64,
+    rejected: u64,
+    /// Micro-tokens available at `at` (`u64::MAX` while no rate is set, so a
+    /// rate added by a reload starts from a full bucket).
     tokens: u64,
+    /// The last login attempt.
     at: Instant,
+}
+
+/// `tenant_max_connections` and `tenant_rate_limit` as one admission reads them.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_sessions: Option<u32>,
+    rate: Option<u32>,
+}
+
+impl Limits {
+    /// Micro-tokens of a full bucket.
+    fn capacity(self) -> u64 {
+        self.rate
+            .map_or(u64::MAX, |r| u64::from(r).saturating_mul(TOKEN))
+    }
+
+    /// Refills `e`'s bucket up to `now` (capped).
+    fn refill(self, e: &mut Entry, now: Instant) {
+        let add = match self.rate {
+            None => u64::MAX,
+            Some(rate) => {
+                let us = now.saturating_duration_since(e.at).as_micros();
+                u64::try_from(us)
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(u64::from(rate))
+            }
+        };
+        e.tokens = e.tokens.saturating_add(add).min(self.capacity());
+        e.at = now;
+    }
 }
 
 /// Why a tenant's session was refused.
@@ -183,12 +193,16 @@ impl Tenants {
 
     /// The limits in force: (`tenant_max_connections`, `tenant_rate_limit`).
     pub fn limits(&self) -> (Option<u32>, Option<u32>) {
-        let get = |a: &AtomicU32| Some(a.load(Ordering::Relaxed)).filter(|&n| n > 0);
-        (get(&self.max_sessions), get(&self.rate))
+        let l = self.current();
+        (l.max_sessions, l.rate)
     }
 
-    fn rate(&self) -> Option<u32> {
-        self.limits().1
+    fn current(&self) -> Limits {
+        let get = |a: &AtomicU32| Some(a.load(Ordering::Relaxed)).filter(|&n| n > 0);
+        Limits {
+            max_sessions: get(&self.max_sessions),
+            rate: get(&self.rate),
+        }
     }
 
     /// Most tenants tracked at once.
@@ -209,16 +223,19 @@ impl Tenants {
         self.len() == 0
     }
 
-    /// Every tenant tracked, with its live sessions and counters (one short
-    /// lock); tenants idle for [`IDLE_KEEP`] are evicted first.
-    pub fn snapshot(&self, now: Instant) -> Vec<TenantRow> {
+    /// Every tenant tracked, with its live sessions and counters (one lock,
+    /// bounded by [`Tenants::cap`]); tenants idle for [`IDLE_KEEP`] are
+    /// evicted first.
+    pub fn snapshot(&self, now: Instant) -> Vec<TenantSummary> {
+        let limits = self.current();
         let mut map = self.lock();
-        self.evict(&mut map, now, IDLE_KEEP);
+        evict(&mut map, limits, now, IDLE_KEEP);
         map.iter()
-            .map(|(name, e)| TenantRow {
+            .map(|(name, e)| TenantSummary {
                 name: name.clone(),
-                sessions: e.sessions,
-                stats: Arc::clone(&e.stats),
+                sessions: u64::from(e.sessions),
+                sessions_total: e.sessions_total,
+                rejected: e.rejected,
             })
             .collect()
     }
@@ -228,79 +245,48 @@ impl Tenants {
         self.lock().get(tenant).map_or(0, |e| e.sessions)
     }
 
-    fn capacity(&self) -> u64 {
-        self.rate()
-            .map_or(0, |r| u64::from(r).saturating_mul(TOKEN))
-    }
-
-    /// Tokens of `e` at `now` (refilled, capped).
-    fn refill(&self, e: &mut Entry, now: Instant) {
-        let Some(rate) = self.rate() else {
-            e.at = now;
-            return;
-        };
-        let us = now.saturating_duration_since(e.at).as_micros();
-        let add = u64::try_from(us)
-            .unwrap_or(u64::MAX)
-            .saturating_mul(u64::from(rate));
-        e.tokens = e.tokens.saturating_add(add).min(self.capacity());
-        e.at = now;
-    }
-
     /// Admits one authenticated session of `tenant` at `now`.
     pub fn admit(self: &Arc<Self>, tenant: &str, now: Instant) -> Result<Admitted, Refused> {
-        let (max_sessions, rate) = self.limits();
+        let limits = self.current();
         let mut map = self.lock();
         if !map.contains_key(tenant) && map.len() >= self.cap {
-            // Drop idle tenants (those seen least recently first), then give
-            // up if the registry is still full of live ones.
-            self.evict(&mut map, now, IDLE_KEEP);
+            // Drop idle tenants, then every tenant without a session, then
+            // give up if the registry is still full of live ones.
+            evict(&mut map, limits, now, IDLE_KEEP);
             if map.len() >= self.cap {
-                self.evict(&mut map, now, Duration::ZERO);
+                evict(&mut map, limits, now, Duration::ZERO);
             }
             if map.len() >= self.cap {
                 return Err(Refused::Registry);
             }
         }
-        let cap = self.capacity();
         let e = map.entry(tenant.to_string()).or_insert_with(|| Entry {
-            stats: Arc::default(),
             sessions: 0,
-            tokens: cap,
+            sessions_total: 0,
+            rejected: 0,
+            tokens: limits.capacity(),
             at: now,
         });
-        self.refill(e, now);
-        if let Some(max) = max_sessions
+        limits.refill(e, now);
+        if let Some(max) = limits.max_sessions
             && e.sessions >= max
         {
-            crate::stats::inc(&e.stats.rejected);
+            e.rejected = e.rejected.saturating_add(1);
             return Err(Refused::Connections(max));
         }
-        if let Some(rate) = rate {
+        if let Some(rate) = limits.rate {
             if e.tokens < TOKEN {
-                crate::stats::inc(&e.stats.rejected);
+                e.rejected = e.rejected.saturating_add(1);
                 return Err(Refused::Rate(rate));
             }
             e.tokens = e.tokens.saturating_sub(TOKEN);
         }
         e.sessions = e.sessions.saturating_add(1);
-        crate::stats::inc(&e.stats.sessions_total);
+        e.sessions_total = e.sessions_total.saturating_add(1);
         Ok(Admitted {
             reg: Arc::clone(self),
             tenant: tenant.to_string(),
-            stats: Arc::clone(&e.stats),
         })
-    }
-
-    /// Removes tenants with no session whose last login attempt is `keep` or
-    /// more ago; a bucket that still remembers logins of the last second is
-    /// kept in any case (else the rate limit could be dodged).
-    fn evict(&self, map: &mut HashMap<String, Entry>, now: Instant, keep: Duration) {
-        let (rate, full) = (self.rate().is_some(), self.capacity());
-        map.retain(|_, e| {
-            let age = now.saturating_duration_since(e.at);
-            e.sessions > 0 || age < keep || (rate && age < RATE_MEMORY && e.tokens < full)
-        });
     }
 
     fn release(&self, tenant: &str) {
@@ -311,19 +297,22 @@ impl Tenants {
     }
 }
 
+/// Removes tenants with no session whose last login attempt is `keep` or
+/// more ago; a bucket that still remembers logins of the last second is kept
+/// in any case (else the rate limit could be dodged).
+fn evict(map: &mut HashMap<String, Entry>, limits: Limits, now: Instant, keep: Duration) {
+    let full = limits.capacity();
+    map.retain(|_, e| {
+        let age = now.saturating_duration_since(e.at);
+        e.sessions > 0 || age < keep || (age < RATE_MEMORY && e.tokens < full)
+    });
+}
+
 /// One admitted session's slot; released when dropped.
 #[derive(Debug)]
 pub struct Admitted {
     reg: Arc<Tenants>,
     tenant: String,
-    stats: Arc<TenantStats>,
-}
-
-impl Admitted {
-    /// The tenant's counters (for the session to record its queries).
-    pub fn stats(&self) -> &TenantStats {
-        &self.stats
-    }
 }
 
 impl Drop for Admitted {
@@ -434,6 +423,12 @@ mod tests {
         let more: Vec<_> = (0..5).map(|_| t.admit("acme", now).unwrap()).collect();
         drop((a, more));
         assert_eq!(t.sessions("acme"), 0);
+        // A rate added later starts from a full bucket, even for a tenant
+        // seen a moment ago.
+        t.set_limits(None, Some(2));
+        let r: Vec<_> = (0..2).map(|_| t.admit("acme", now).unwrap()).collect();
+        assert_eq!(t.admit("acme", now).unwrap_err(), Refused::Rate(2));
+        drop(r);
     }
 
     #[test]
@@ -450,7 +445,7 @@ mod tests {
         }
         drop(held.remove(0));
         let _a = t.admit("a", now).unwrap();
-        let (top3, other) = top(&t.snapshot(now), 2);
+        let (top3, other) = top(t.snapshot(now), 2);
         let names: Vec<_> = top3.iter().map(|s| s.name.as_str()).collect();
         // a: 2 admitted + 2 refused; b: 1 + 2; c, d: 1 + 1.
         assert_eq!(names, ["a", "b"]);
@@ -461,7 +456,7 @@ mod tests {
             (o.name.as_str(), o.sessions, o.sessions_total, o.rejected),
             ("other", 2, 2, 2)
         );
-        let (all, none) = top(&t.snapshot(now), 10);
+        let (all, none) = top(t.snapshot(now), 10);
         assert_eq!(all.len(), 4);
         assert!(none.is_none());
     }

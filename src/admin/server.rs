@@ -218,9 +218,10 @@ impl Backend for Live {
             .as_ref()
             .map(|t| t.snapshot(Instant::now()))
             .unwrap_or_default();
-        let (tenants, tenant_other) = crate::tenant::top(&rows, super::render::TOP_TENANTS);
+        let tracked = rows.len();
+        let (tenants, tenant_other) = crate::tenant::top(rows, super::render::TOP_TENANTS);
         View {
-            tenants_tracked: u64::try_from(rows.len()).unwrap_or(u64::MAX),
+            tenants_tracked: u64::try_from(tracked).unwrap_or(u64::MAX),
             tenants,
             tenant_other,
             session_start: crate::stats::LATENCY.session_start.snapshot(),

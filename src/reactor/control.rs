@@ -121,10 +121,6 @@ impl Control {
         Ok(was != paused)
     }
 
-    pub fn paused(&self) -> bool {
-        self.shared.paused.load(Ordering::Acquire)
-    }
-
     /// Closes every session of `tenant` on every worker; the number closed.
     pub fn kill_tenant(&self, tenant: &str) -> Result<u64, String> {
         if tenant.is_empty() || tenant.len() > MAX_TENANT_LEN {
