@@ -1210,6 +1210,17 @@ fn admin_pause_resume(ctx: &Ctx) {
         Outcome::Timeout => {}
         o => panic!("a query ran while paused: {o:?}"),
     }
+    // The held client shows as waiting (pools are published once a second).
+    let waiting = format!("pgvpd_pool_clients_waiting{{database=\"{DB}\",role=\"app_user\"}} 1\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = exchange(local(port), &request("GET", "/metrics", Some(TOKEN)));
+        if m.body.contains(&waiting) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{waiting} not in\n{}", m.body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let r = post(port, "/resume", Some(TOKEN));
     assert_eq!(r.status, 200, "{}", r.body);
     let rows = b

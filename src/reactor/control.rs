@@ -4,9 +4,9 @@
 //! [`Command`], wakes the worker, and waits (at most [`REPLY_TIMEOUT`]) for
 //! the worker to do it at its next loop turn and answer.
 //!
-//! Pausing is a shared flag the workers read where they lend servers
-//! ([`Control::set_paused`]); the command only wakes them, so that a resume
-//! serves the clients that waited.
+//! Pausing is a shared flag ([`Control::set_paused`]) each pooling worker
+//! compares with its own copy once per loop turn; setting it wakes every
+//! worker, so the change is taken up at once without a command.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, atomic::Ordering};
@@ -27,14 +27,11 @@ pub const MAX_TENANT_LEN: usize = 256;
 /// What a worker is asked to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Look at the pause flag again (after a pause or a resume).
-    Wake,
     /// Close every session of this tenant (the `tenant_key` value).
     KillTenant(String),
 }
 
-/// A command and where its answer goes: a count (sessions closed for a kill,
-/// 0 otherwise).
+/// A command and where its answer goes: a count (sessions closed for a kill).
 pub type Envelope = (Command, SyncSender<u64>);
 
 /// The admin side: every worker's queue and waker.
@@ -107,18 +104,14 @@ impl Control {
         }
     }
 
-    /// Pause (stop lending servers) or resume; Ok(true) when the state changed.
-    /// The flag is set at once: an Err only means some worker did not confirm
-    /// (it sees the flag at its next checkout anyway).
-    pub fn set_paused(&self, paused: bool) -> Result<bool, String> {
+    /// Pause (stop lending servers) or resume; true when the state changed.
+    /// The flag is set at once and every worker is woken to take it up.
+    pub fn set_paused(&self, paused: bool) -> bool {
         let was = self.shared.paused.swap(paused, Ordering::AcqRel);
-        self.broadcast(&Command::Wake, REPLY_TIMEOUT).map_err(|e| {
-            format!(
-                "{} is in force, but: {e}",
-                if paused { "the pause" } else { "the resume" }
-            )
-        })?;
-        Ok(was != paused)
+        for (_, waker) in &self.workers {
+            let _ = waker.wake();
+        }
+        was != paused
     }
 
     /// Closes every session of `tenant` on every worker; the number closed.
@@ -164,7 +157,7 @@ mod tests {
         let _receivers: Vec<_> = workers.into_iter().map(|h| h.join().unwrap()).collect();
         // Nobody answers now: the deadline holds.
         let e = c
-            .broadcast(&Command::Wake, Duration::from_millis(50))
+            .broadcast(&Command::KillTenant("x".into()), Duration::from_millis(50))
             .unwrap_err();
         assert!(e.contains("answered"), "{e}");
         assert!(c.kill_tenant("").is_err());
@@ -178,10 +171,10 @@ mod tests {
         let (q, r) = channel();
         let c = Control::new(vec![(q, w.clone())], shared());
         for _ in 0..QUEUE {
-            let _ = c.broadcast(&Command::Wake, Duration::ZERO);
+            let _ = c.broadcast(&Command::KillTenant("x".into()), Duration::ZERO);
         }
         assert!(
-            c.broadcast(&Command::Wake, Duration::ZERO)
+            c.broadcast(&Command::KillTenant("x".into()), Duration::ZERO)
                 .unwrap_err()
                 .contains("queued")
         );
@@ -189,6 +182,8 @@ mod tests {
         let (q2, r2) = channel();
         drop(r2);
         let c2 = Control::new(vec![(q2, w)], shared());
-        assert!(c2.set_paused(true).unwrap_err().contains("not running"));
+        assert!(c2.kill_tenant("a").unwrap_err().contains("not running"));
+        assert!(c2.set_paused(true), "the flag is set even so");
+        assert!(!c2.set_paused(true));
     }
 }

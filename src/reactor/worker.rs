@@ -102,7 +102,9 @@ pub(super) struct Worker {
     shared: Arc<Shared>,
     next_conn: u64,
     shutdown_deadline: Option<Instant>,
-    /// Pool modes, while paused: clients that asked for a server.
+    /// Pool modes: `Shared::paused` as this worker last took it up.
+    paused: bool,
+    /// Pool modes, while paused: clients that asked for a server, oldest first.
     held_checkouts: Vec<(usize, u64)>,
     /// When the pools are published next ([`PUBLISH_EVERY`]).
     next_publish: Option<Instant>,
@@ -164,6 +166,7 @@ impl Worker {
                 session_cfg: (shared.session_generation(), shared.session()),
                 commands,
                 next_publish: None,
+                paused: false,
                 held_checkouts: Vec::new(),
                 shared,
                 next_conn: 0,
@@ -257,6 +260,7 @@ impl Worker {
             self.accept(now);
             self.expire(now);
             if self.settings.pool.is_some() {
+                self.sync_pause(now);
                 self.reap(now);
                 self.pool_requests(now);
                 self.drive_links(now);
@@ -300,7 +304,7 @@ impl Worker {
             return;
         }
         self.next_publish = Some(now + PUBLISH_EVERY);
-        let buckets = self
+        let mut buckets: Vec<crate::admin::PoolBucket> = self
             .pools
             .all_stats()
             .into_iter()
@@ -312,24 +316,54 @@ impl Worker {
                 waiting: u32::try_from(st.waiting).unwrap_or(u32::MAX),
             })
             .collect();
+        // Clients held by a pause wait too (outside the pools' queues).
+        for &(slot, generation) in &self.held_checkouts {
+            let Some(key) = self
+                .slab
+                .get(slot, generation)
+                .filter(|c| c.session.pool_waiting())
+                .and_then(|c| c.session.pool_key())
+            else {
+                continue;
+            };
+            match buckets
+                .iter_mut()
+                .find(|b| b.database == key.database && b.role == key.role)
+            {
+                Some(b) => b.waiting = b.waiting.saturating_add(1),
+                None => buckets.push(crate::admin::PoolBucket {
+                    database: key.database,
+                    role: key.role,
+                    waiting: 1,
+                    ..crate::admin::PoolBucket::default()
+                }),
+            }
+        }
         snap.publish(self.id, buckets);
     }
 
+    /// Pool modes: takes up a change of `Shared::paused` (one atomic load per
+    /// loop turn; `Control::set_paused` wakes the worker).
+    fn sync_pause(&mut self, now: Instant) {
+        let paused = self.shared.paused.load(Ordering::Acquire);
+        if paused == self.paused {
+            return;
+        }
+        self.paused = paused;
+        if paused {
+            self.hold_waiters(now);
+        } else {
+            self.resume_waiters(now);
+        }
+    }
+
     /// Runs the admin API's commands queued for this worker, answering each.
+    /// Clients handed to this worker are taken in first, so a kill sees them.
     fn run_commands(&mut self, now: Instant) {
+        self.poll_handoffs();
         use super::control::Command;
         while let Ok((cmd, reply)) = self.commands.try_recv() {
             let n = match cmd {
-                Command::Wake => {
-                    if self.settings.pool.is_some() {
-                        if self.shared.paused.load(Ordering::Acquire) {
-                            self.hold_waiters();
-                        } else {
-                            self.resume_waiters(now);
-                        }
-                    }
-                    0
-                }
                 Command::KillTenant(tenant) => self.kill_tenant(&tenant, now),
             };
             // The admin thread may have stopped waiting: nothing to do then.

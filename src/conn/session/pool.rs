@@ -352,7 +352,7 @@ impl Session {
             "53300",
             &format!(
                 "pool checkout timeout: no server for database \"{}\" within {secs}s \
-                 (pool_size reached)",
+                 (pool_size reached, or the pools are paused)",
                 self.info.database
             ),
             CloseReason::PoolTimeout,

@@ -535,28 +535,20 @@ impl Worker {
         self.serve_waiters(key, now);
     }
 
-    fn keys_with_waiters(&self) -> Vec<PoolKey> {
-        self.pools
-            .all_stats()
-            .into_iter()
-            .filter(|(_, st)| st.waiting > 0)
-            .map(|(k, _)| k)
-            .collect()
-    }
-
     /// A pause began: the clients already queued for a server are taken out
-    /// of the pools' queues and held with the new ones, so a server that
-    /// comes back stays idle instead of being lent.
-    pub(super) fn hold_waiters(&mut self) {
-        for key in self.keys_with_waiters() {
-            while let Some(cid) = self.pools.pop_waiter(&key) {
-                self.held_checkouts.push(cid);
-            }
-        }
+    /// of the pools' queues and held, ahead of the ones that ask from now on,
+    /// so a server that comes back stays idle instead of being lent.
+    pub(super) fn hold_waiters(&mut self, now: Instant) {
+        let queued = self.pools.expired_waiters(now);
+        let later = std::mem::take(&mut self.held_checkouts);
+        self.held_checkouts = queued
+            .into_iter()
+            .map(|(_, cid)| cid)
+            .chain(later)
+            .collect();
     }
 
-    /// After a resume: serve the clients held while pools were paused, in
-    /// the order they asked.
+    /// After a resume: the held clients ask again, in the order they asked.
     pub(super) fn resume_waiters(&mut self, now: Instant) {
         for cid in std::mem::take(&mut self.held_checkouts) {
             if self
@@ -566,9 +558,6 @@ impl Worker {
             {
                 self.checkout(cid, now);
             }
-        }
-        for key in self.keys_with_waiters() {
-            self.serve_waiters(&key, now);
         }
     }
 
