@@ -83,7 +83,14 @@ fn run(cfg: Config, args: Vec<String>) -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let tenants = startup::tenant_registry(&cfg);
-    let session = match startup::session_config(&cfg, &tenants) {
+    let auth_key = match startup::auth_key() {
+        Ok(k) => k,
+        Err(e) => {
+            error!("startup_failed", error = e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let session = match startup::session_config(&cfg, &tenants, &auth_key) {
         Ok(s) => s,
         Err(e) => {
             error!("startup_failed", error = e);
@@ -153,6 +160,7 @@ fn run(cfg: Config, args: Vec<String>) -> ExitCode {
         cfg.clone(),
         shared.clone(),
         tenants,
+        auth_key,
         tls_setup.server.clone(),
     ));
     let control = Arc::new(Control::new(

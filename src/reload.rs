@@ -31,6 +31,8 @@ pub struct Reloader {
     running: Mutex<Config>,
     shared: Arc<Shared>,
     tenants: Arc<Tenants>,
+    /// Made once at start ([`startup::auth_key`]): salts stay the same across reloads.
+    auth_key: [u8; 32],
     tls: Option<TlsSlot>,
 }
 
@@ -42,6 +44,7 @@ impl Reloader {
         running: Config,
         shared: Arc<Shared>,
         tenants: Arc<Tenants>,
+        auth_key: [u8; 32],
         tls: Option<TlsSlot>,
     ) -> Reloader {
         Reloader {
@@ -49,6 +52,7 @@ impl Reloader {
             running: Mutex::new(running),
             shared,
             tenants,
+            auth_key,
             tls,
         }
     }
@@ -103,7 +107,7 @@ impl Reloader {
         // Build everything before changing anything. The resolver file and
         // the userlists are read again even when no key changed (their
         // contents may have).
-        let session = startup::session_config(&new, &self.tenants)?;
+        let session = startup::session_config(&new, &self.tenants, &self.auth_key)?;
         let cert = match (&self.tls, &new.tls_cert, &new.tls_key) {
             (Some(_), Some(c), Some(k)) => match tls::load_server_config(c, k) {
                 Ok(cfg) => Some((cfg, c.clone())),

@@ -110,8 +110,8 @@ pub fn read_userlist(key: &str, path: &std::path::Path) -> Result<UserList, Stri
 }
 
 /// `pool_mode = session|transaction`: how pooled clients log in and check out
-/// (read again by a reload).
-pub fn pool_settings(c: &Config) -> Result<PoolSettings, String> {
+/// (read again by a reload). `auth_key`: [`auth_key`], made once per process.
+pub fn pool_settings(c: &Config, auth_key: &[u8; 32]) -> Result<PoolSettings, String> {
     let users = match &c.auth_file {
         Some(p) => Some(read_userlist("auth_file", p)?),
         None => None,
@@ -120,23 +120,13 @@ pub fn pool_settings(c: &Config) -> Result<PoolSettings, String> {
         PoolAuthMethod::ScramSha256 => Method::ScramSha256,
         PoolAuthMethod::Cleartext => Method::Cleartext,
     };
-    let mut salt_err = None;
     let auth = AuthDb::new(
         method,
         c.pool_allow_insecure_cleartext,
         c.pool_password.as_deref().filter(|p| !p.is_empty()),
         users,
-        || {
-            random::<16>().unwrap_or_else(|e| {
-                salt_err = Some(e);
-                [0; 16]
-            })
-        },
-        random::<32>()?,
+        *auth_key,
     )?;
-    if let Some(e) = salt_err {
-        return Err(e);
-    }
     Ok(PoolSettings {
         roles: c.pool_roles.clone(),
         auth: Arc::new(auth),
@@ -202,14 +192,25 @@ pub fn tenant_registry(c: &Config) -> Arc<Tenants> {
     ))
 }
 
+/// The key pooled-client authentication derives salts and mock verifiers
+/// from: random, made once at start and kept by every reload (a new one would
+/// change every salt, and which salts change would tell which users exist).
+pub fn auth_key() -> Result<[u8; 32], String> {
+    random::<32>()
+}
+
 /// The configuration sessions start with: `c` plus the files it names
-/// (resolvers, userlists), sharing `tenants`.
-pub fn session_config(c: &Config, tenants: &Arc<Tenants>) -> Result<SessionConfig, String> {
+/// (resolvers, userlists), sharing `tenants` and `auth_key`.
+pub fn session_config(
+    c: &Config,
+    tenants: &Arc<Tenants>,
+    auth_key: &[u8; 32],
+) -> Result<SessionConfig, String> {
     let mut session = SessionConfig::from_config(c);
     session.tenants = Some(Arc::clone(tenants));
     session.resolvers = load_resolvers(c)?;
     if c.pool_mode != PoolMode::None {
-        session.pool = Some(Arc::new(pool_settings(c)?));
+        session.pool = Some(Arc::new(pool_settings(c, auth_key)?));
     }
     Ok(session)
 }

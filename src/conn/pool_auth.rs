@@ -85,7 +85,11 @@ impl std::fmt::Debug for AuthDb {
 }
 
 impl AuthDb {
-    /// `salts`: a fresh 16-byte random salt per call; `mock_key`: random.
+    /// `key`: random, made once per process and kept across reloads. It
+    /// derives both the mock verifier of an unknown user and the salt of a
+    /// plain-password entry (the first 16 bytes of HMAC(key, name), as
+    /// [`ScramSecret::mock`] does), so the salt a client sees for a name is
+    /// the same before and after a reload whether the name exists or not.
     /// Fails when `scram-sha-256` is chosen and an entry holds an md5 secret
     /// (it cannot answer SCRAM), naming the entry.
     pub fn new(
@@ -93,9 +97,9 @@ impl AuthDb {
         allow_insecure_cleartext: bool,
         pool_password: Option<&str>,
         users: Option<UserList>,
-        mut salts: impl FnMut() -> [u8; 16],
-        mock_key: [u8; 32],
+        key: [u8; 32],
     ) -> Result<AuthDb, String> {
+        let salt = |name: &str| ScramSecret::mock(name.as_bytes(), &key).salt;
         let mut entries = HashMap::new();
         if let Some(list) = users {
             for (name, secret) in list.iter() {
@@ -107,19 +111,18 @@ impl AuthDb {
                          plain password or a SCRAM-SHA-256$ verifier"
                     ));
                 }
-                let salt = salts();
-                let st = stored(&name, secret, &salt);
+                let st = stored(&name, secret, &salt(&name));
                 entries.insert(name, st);
             }
         }
         let pool_password =
-            pool_password.map(|p| stored("", Secret::Plain(p.to_string()), &salts()));
+            pool_password.map(|p| stored("", Secret::Plain(p.to_string()), &salt("")));
         Ok(AuthDb {
             method,
             allow_insecure_cleartext,
             entries,
             pool_password,
-            mock_key,
+            mock_key: key,
         })
     }
 
@@ -293,5 +296,39 @@ impl ClientAuth {
         } else {
             violation(e)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn db(key: [u8; 32]) -> AuthDb {
+        let users = UserList::parse("\"alice\" \"pw\"\n").unwrap();
+        AuthDb::new(Method::ScramSha256, false, None, Some(users), key).unwrap()
+    }
+
+    fn salt(db: &AuthDb, user: &str) -> Vec<u8> {
+        match db.lookup(user, user) {
+            Some(s) => s.scram.as_ref().unwrap().salt.clone(),
+            None => ScramSecret::mock(user.as_bytes(), &db.mock_key).salt,
+        }
+    }
+
+    #[test]
+    fn salts_survive_a_rebuild_and_look_like_mock_ones() {
+        let key = [7u8; 32];
+        let (a, b) = (db(key), db(key));
+        // A reload rebuilds the database with the same key: nothing a client
+        // sees changes, for a user that exists and for one that does not.
+        assert_eq!(salt(&a, "alice"), salt(&b, "alice"));
+        assert_eq!(salt(&a, "mallory"), salt(&b, "mallory"));
+        assert_eq!(
+            salt(&a, "alice"),
+            ScramSecret::mock(b"alice", &key).salt,
+            "a real salt is derived the way a mock one is"
+        );
+        assert_ne!(salt(&db([8u8; 32]), "alice"), salt(&a, "alice"));
     }
 }
