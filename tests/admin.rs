@@ -1112,6 +1112,8 @@ fn reload_broken_config_changes_nothing(ctx: &Ctx) {
         login_result(&p, "acme").err().expect("denied").code,
         "28000"
     );
+    // Closed first: the proxy drains open sessions on SIGTERM.
+    drop(open);
     drop(p);
 }
 
