@@ -798,21 +798,23 @@ fn torture_op(
             // enough), so it is sent again while the statement still runs,
             // as a client would.
             let token = client.cancel_token();
-            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let seen = std::sync::Arc::clone(&done);
+            // Dropping `done` (the statement returned) wakes the canceller at
+            // once: a sleeping one would keep this session's server from the
+            // other clients for nothing.
+            let (done, finished) = std::sync::mpsc::channel::<()>();
             let canceller = std::thread::spawn(move || {
                 let mut wait = Duration::from_millis(100);
                 for _ in 0..5 {
-                    std::thread::sleep(wait);
-                    if seen.load(std::sync::atomic::Ordering::SeqCst) {
-                        break;
+                    match finished.recv_timeout(wait) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => break,
                     }
                     let _ = token.cancel_query(postgres::NoTls);
                     wait = Duration::from_millis(500);
                 }
             });
             let r = client.simple_query("SELECT pg_sleep(3)");
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(done);
             let _ = canceller.join();
             match r {
                 Err(e) if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => {
