@@ -936,7 +936,8 @@ impl Session {
                 | Phase::Resolving(..)
                 | Phase::Injecting(..) => self.step_server(now),
                 Phase::PoolRelay(_) => {
-                    self.step_tx_swallow(now)
+                    self.step_scan_held(now)
+                        || self.step_tx_swallow(now)
                         || match self.step_tx_forward() {
                             Ok(p) => p,
                             Err(e) => {

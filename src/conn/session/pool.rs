@@ -60,6 +60,9 @@ pub struct Relay {
     /// Transaction mode with `max_prepared_statements > 0`: the rewriting
     /// of named statements.
     pub(super) rw: Option<Box<super::stmts::Rewrite>>,
+    /// Client bytes at the end of `c2s` the tracker has not seen yet: those
+    /// the client sent before its session started (scanned first thing).
+    pub(super) unscanned: usize,
 }
 
 impl Relay {
@@ -305,6 +308,9 @@ impl Session {
                 return Phase::Closed;
             }
         };
+        // Bytes the client pipelined before its ReadyForQuery are its first
+        // requests: the tracker must count them before they are relayed.
+        let unscanned = self.c2s.as_ref().map_or(0, |r| r.len());
         Phase::PoolRelay(Box::new(Relay {
             link,
             tracker,
@@ -312,7 +318,21 @@ impl Session {
             swallow: None,
             returning: false,
             rw,
+            unscanned,
         }))
+    }
+
+    /// Scans the client bytes held from before the session started.
+    pub(super) fn step_scan_held(&mut self, now: Instant) -> bool {
+        let Phase::PoolRelay(relay) = &mut self.phase else {
+            return false;
+        };
+        let n = std::mem::take(&mut relay.unscanned);
+        if n == 0 {
+            return false;
+        }
+        self.scan_client(n, now);
+        true
     }
 
     /// Creating a server for this client's key failed.
@@ -526,6 +546,8 @@ impl Session {
                 .saturating_sub(relay.tracker.client_partial_header()),
             Some(l) => l,
         };
+        // Not yet counted by the tracker: held until scanned.
+        let n = n.min(r.len().saturating_sub(relay.unscanned));
         // Rewriting: raw bytes only inside a message passed as it is.
         let n = match relay.rw.as_ref() {
             Some(rw) => n.min(rw.raw_allowance()),

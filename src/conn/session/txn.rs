@@ -207,6 +207,7 @@ impl Session {
             swallow,
             returning: false,
             rw,
+            unscanned: 0,
         }));
         // What the client sent while it had no server is scanned now.
         let held = self.c2s.as_ref().map_or(0, |r| r.len());
