@@ -29,6 +29,7 @@
     clippy::panic
 )]
 
+pub mod cancel;
 mod inject;
 pub mod params;
 pub mod pool_auth;
