@@ -44,7 +44,8 @@ pub mod tracker;
 pub mod username;
 
 pub use session::{
-    ClientTlsMode, PoolSettings, SCRAM_NONCE_LEN, Session, SessionConfig, UpstreamTlsMode,
+    ClientTlsMode, PoolSettings, QUERY_CANCEL_GRACE, SCRAM_NONCE_LEN, Session, SessionConfig,
+    SessionTimeouts, UpstreamTlsMode,
 };
 pub use timers::{TimerKind, TimerTable};
 
@@ -77,6 +78,9 @@ pub enum Action {
     /// Transaction mode: the transaction ended and the server is idle; take
     /// it back with `Session::take_tx_server` (the client stays).
     ReturnServer,
+    /// `query_timeout`: open a connection to the server and run this cancel
+    /// call on it; report its end with `Session::handle_cancel_done`.
+    SendCancel(Box<cancel::CancelCall>),
 }
 
 /// Why a session ended. Logged once by the reactor and counted.
@@ -106,6 +110,10 @@ pub enum CloseReason {
     PoolTimeout,
     IoError,
     Panic,
+    ClientIdleTimeout,
+    IdleTransactionTimeout,
+    QueryTimeout,
+    SessionLifetime,
 }
 
 impl CloseReason {
@@ -135,6 +143,10 @@ impl CloseReason {
             CloseReason::PoolTimeout => "pool_checkout_timeout",
             CloseReason::IoError => "io_error",
             CloseReason::Panic => "panic",
+            CloseReason::ClientIdleTimeout => "client_idle_timeout",
+            CloseReason::IdleTransactionTimeout => "idle_transaction_timeout",
+            CloseReason::QueryTimeout => "query_timeout",
+            CloseReason::SessionLifetime => "session_lifetime",
         }
     }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Waker};
 
+mod cancel;
 mod handoff;
 mod pooled;
 
@@ -78,6 +79,8 @@ struct Conn {
     /// Transaction mode: this client has an entry in `Worker::parked` (one
     /// at most, so the queue cannot grow with each transaction).
     parked_queued: bool,
+    /// `query_timeout`: the proxy's CancelRequest connection in flight.
+    cancel: Option<Box<cancel::CancelSock>>,
 }
 
 pub(super) struct Worker {
@@ -205,6 +208,10 @@ impl Worker {
                     WAKER => self.handoff_pending = self.mesh.is_some(),
                     t => {
                         let (slot, generation, side) = token::decode(t);
+                        if generation & token::LINK != 0 && side == Side::Server {
+                            self.cancel_event(slot, generation & !token::LINK, ev);
+                            continue;
+                        }
                         if generation & token::LINK != 0 {
                             self.link_event(slot, generation, ev);
                             continue;
@@ -407,6 +414,7 @@ impl Worker {
             cancel_pid: None,
             last_link: None,
             parked_queued: false,
+            cancel: None,
         };
         let Some((slot, generation)) = self.slab.insert(conn) else {
             self.shared.active_clients.fetch_sub(1, Ordering::Relaxed);
@@ -527,6 +535,7 @@ impl Worker {
             if let Some(mut u) = conn.server.take() {
                 let _ = registry.deregister(u.transport.stream_mut());
             }
+            cancel::drop_socket(&mut conn, registry);
             conn.session.release_all_buffers(&mut self.pool);
             self.shared.active_clients.fetch_sub(1, Ordering::Relaxed);
             stats::dec(&STATS.connections_active);
@@ -695,7 +704,20 @@ fn drive(
                 Action::Checkout => reqs.push(PoolReq::Checkout((slot, generation))),
                 Action::ReleaseServer => reqs.push(PoolReq::Release((slot, generation))),
                 Action::ReturnServer => reqs.push(PoolReq::Return((slot, generation))),
+                Action::SendCancel(call) => {
+                    info!(
+                        "query_timeout",
+                        conn = conn.id,
+                        tenant = Bytes(conn.session.info.tenant.as_bytes())
+                    );
+                    cancel::start(conn, registry, settings, call, slot, generation, now);
+                }
             }
+        }
+
+        // The proxy's own cancel connection (query_timeout).
+        if cancel::drive(conn, registry, settings, slot, generation, now) {
+            progress = true;
         }
 
         // Client TLS upgrade, once `S` has left in plaintext.
