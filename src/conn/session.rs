@@ -864,8 +864,11 @@ impl Session {
                 }
             }
         }
-        // A timer that outlived its state is armed again for the new one.
-        self.process(now);
+        // Session timeouts: a timer that outlived its state is armed again
+        // for the new one; a resolved cancel releases held input.
+        if self.watch.is_some() {
+            self.process(now);
+        }
     }
 
     /// Returns empty rings to the pool (call after writes and before idling).
