@@ -7,7 +7,8 @@
 //! `handle_client_eof` / `handle_server_eof`; `handle_client_written(n)` /
 //! `handle_server_written(n)` after writing `client_output()` /
 //! `server_output()`; `handle_server_connected` / `handle_server_connect_failed`;
-//! `handle_timeout(now)`.
+//! `handle_timeout(now)`; `handle_cancel_done` (the proxy's own cancel
+//! connection, `Action::SendCancel`, ended).
 //! Outputs: `poll_action()` (`Action`), `wants_client_read()`,
 //! `wants_server_read()`, `client_output()`, `server_output()`,
 //! `next_deadline()`, `closed()`.

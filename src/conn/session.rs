@@ -536,7 +536,11 @@ impl Session {
             cut = Some(cut.map_or(c, |x| x.min(c)));
         }
         if let Some(cut) = cut
-            && matches!(self.phase, Phase::Transparent | Phase::PoolRelay(_))
+            // TxIdle: a slow client still reads its last transaction's answers.
+            && matches!(
+                self.phase,
+                Phase::Transparent | Phase::PoolRelay(_) | Phase::TxIdle
+            )
             && let Some(r) = &self.s2c
         {
             let (a, b) = r.readable();
@@ -1039,7 +1043,7 @@ impl Session {
                         || self.tx_next(now)
                 }
                 Phase::Transparent => self.step_cancel_error(),
-                Phase::TxIdle => self.tx_next(now),
+                Phase::TxIdle => self.step_cancel_error() || self.tx_next(now),
                 _ => false,
             };
             if !progressed {
