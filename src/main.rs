@@ -14,15 +14,6 @@ use pgvpd::startup::{load_resolvers, load_tls, resolve_upstream};
 use pgvpd::sys::{self, Signal};
 use pgvpd::{error, info, log, startup};
 
-/// Settings accepted for pgvpd 1.0 compatibility whose feature is not in this
-/// build yet: refusing to start is safer than silently ignoring them.
-fn not_yet_supported(c: &Config) -> Option<&'static str> {
-    if c.tenant_query_timeout.is_some() {
-        return Some("tenant_query_timeout");
-    }
-    None
-}
-
 fn bind(host: &str, port: u16) -> Result<TcpListener, String> {
     TcpListener::bind((host, port)).map_err(|e| format!("cannot listen on {host}:{port}: {e}"))
 }
@@ -237,10 +228,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig(cfg) => {
-            if let Some(what) = not_yet_supported(&cfg) {
-                eprintln!("pgvpd: {what} is not supported by this build yet");
-                return ExitCode::from(2);
-            }
             if let Err(e) = load_tls(&cfg) {
                 eprintln!("pgvpd: {e}");
                 return ExitCode::from(2);
@@ -253,12 +240,6 @@ fn main() -> ExitCode {
             println!("# configuration is valid");
             ExitCode::SUCCESS
         }
-        Command::Run(cfg) => {
-            if let Some(what) = not_yet_supported(&cfg) {
-                eprintln!("pgvpd: {what} is not supported by this build yet");
-                return ExitCode::from(2);
-            }
-            run(*cfg, args)
-        }
+        Command::Run(cfg) => run(*cfg, args),
     }
 }

@@ -66,6 +66,18 @@ pub struct Stats {
     pub resolver_queries: AtomicU64,
     /// Sessions refused by a resolver (error, no row, timeout, size).
     pub resolver_refusals: AtomicU64,
+    /// Sessions ended by `client_idle_timeout` (57P05).
+    pub client_idle_timeouts: AtomicU64,
+    /// Sessions ended by `idle_transaction_timeout` (25P03).
+    pub idle_transaction_timeouts: AtomicU64,
+    /// Queries past `query_timeout` (a CancelRequest was sent, or the
+    /// session closed when the server gave no cancel key).
+    pub query_timeouts: AtomicU64,
+    /// Query timeouts whose cancel did not end the query within the grace:
+    /// the session and its server connection were closed.
+    pub query_timeout_closes: AtomicU64,
+    /// Sessions ended at an idle moment after `session_lifetime` (57P01).
+    pub session_lifetime_ends: AtomicU64,
 }
 
 impl Stats {
@@ -100,6 +112,11 @@ impl Stats {
             resolver_cache_hits: AtomicU64::new(0),
             resolver_queries: AtomicU64::new(0),
             resolver_refusals: AtomicU64::new(0),
+            client_idle_timeouts: AtomicU64::new(0),
+            idle_transaction_timeouts: AtomicU64::new(0),
+            query_timeouts: AtomicU64::new(0),
+            query_timeout_closes: AtomicU64::new(0),
+            session_lifetime_ends: AtomicU64::new(0),
         }
     }
 }

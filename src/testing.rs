@@ -1126,8 +1126,8 @@ const CONN_DRIVE_BUDGET: usize = 64;
 
 /// The fixed session configurations `conn_ops_oracle` chooses from (first
 /// byte). 0..=2 have TLS disabled; 3..=6 enable client and upstream TLS; 7
-/// runs context resolvers (new ones are appended, so committed inputs keep
-/// their configuration).
+/// runs context resolvers; 8 has every session timeout on (new ones are
+/// appended, so committed inputs keep their configuration).
 pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
     use crate::conn::{ClientTlsMode, SessionConfig, UpstreamTlsMode};
     use std::time::Duration;
@@ -1148,6 +1148,7 @@ pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
         resolvers: None,
         tenant_index: 0,
         tenants: None,
+        timeouts: Default::default(),
     };
     vec![
         base.clone(),
@@ -1194,6 +1195,17 @@ pub fn conn_ops_configs() -> Vec<crate::conn::SessionConfig> {
             context_variables: vec!["app.user_id".into()],
             resolvers: conn_ops_resolvers(),
             handshake_timeout: Duration::from_secs(2),
+            ..base.clone()
+        },
+        SessionConfig {
+            // the session timeouts: the passthrough tracker, the query
+            // cancel and its 57014 rewording, idle ends, the lifetime
+            timeouts: crate::conn::SessionTimeouts {
+                client_idle: Some(Duration::from_secs(3)),
+                idle_transaction: Some(Duration::from_secs(2)),
+                query: Some(Duration::from_secs(1)),
+                lifetime: Some(Duration::from_secs(20)),
+            },
             ..base
         },
     ]
@@ -1494,6 +1506,9 @@ struct ConnHarness {
     server_tls: bool,
     /// Every byte written toward the server before its link was TLS.
     plain_to_server: Vec<u8>,
+    /// `SendCancel` seen; the emulated cancel connection ends at the next
+    /// drive pass (`handle_cancel_done`).
+    cancel_in_flight: bool,
 }
 
 fn out_len((a, b): (&[u8], &[u8])) -> usize {
@@ -1525,6 +1540,7 @@ impl ConnHarness {
             server_tls_pending: false,
             server_tls: false,
             plain_to_server: Vec::new(),
+            cancel_in_flight: false,
         }
     }
 
@@ -1586,6 +1602,15 @@ impl ConnHarness {
                 // The fuzzed configurations are passthrough.
                 Action::Checkout | Action::ReleaseServer | Action::ReturnServer => {
                     panic!("pool action {a:?} in passthrough");
+                }
+                Action::SendCancel(_) => {
+                    assert!(self.started, "query cancel before the session started");
+                    assert!(
+                        self.cfg.timeouts.query.is_some(),
+                        "query cancel without query_timeout"
+                    );
+                    assert!(!self.cancel_in_flight, "a second cancel while one is out");
+                    self.cancel_in_flight = true;
                 }
             }
         }
@@ -1685,6 +1710,12 @@ impl ConnHarness {
                 return;
             }
             let mut progress = false;
+            if self.cancel_in_flight {
+                self.cancel_in_flight = false;
+                self.s.handle_cancel_done(self.now);
+                progress = true;
+                self.poll_actions();
+            }
             // The reactor's client TLS upgrade, once the `S` has left.
             if let Some(direct) = self.client_tls_upgrade
                 && self.s.client_output().0.is_empty()
@@ -2251,6 +2282,48 @@ inject = { "app.col" = "col" }
         "resolved-session",
         encode_conn_ops(7, &resolved_session),
     ));
+    // Configuration 8 (every session timeout on): a query runs past
+    // query_timeout, the proxy's cancel is answered 57014, then the idle
+    // client is ended by client_idle_timeout.
+    let cancelled = msg(|o| {
+        encode::error_response(
+            o,
+            "ERROR",
+            "57014",
+            "canceling statement due to user request",
+        );
+        encode::ready_for_query(o, b'I');
+        Ok(())
+    });
+    let timed_session = wall(&[
+        ClientBytes(psql.clone()),
+        ServerConnected,
+        WriteServer(0),
+        ServerCanned(0),
+        ServerCanned(7),
+        ServerCanned(8),
+        WriteServer(0),
+        ServerCanned(9),
+        WriteClient(0),
+        ClientCanned(8),
+        WriteServer(0),
+        Advance(1500),
+        ClientCanned(8),
+        WriteServer(0),
+        ServerBytes(cancelled),
+        WriteClient(0),
+        WriteServer(0),
+        ServerCanned(16),
+        ServerCanned(8),
+        WriteClient(0),
+        Advance(4000),
+        WriteClient(0),
+    ]);
+    v.push((
+        "conn_ops",
+        "timeouts-query-cancel-then-idle",
+        encode_conn_ops(8, &timed_session),
+    ));
     let md5_session = wall(&[
         ClientCanned(10),
         ServerConnected,
@@ -2745,6 +2818,11 @@ mod tests {
             ),
             ("connect-timeout", false, Some(CloseReason::ConnectTimeout)),
             ("resolved-session", true, Some(CloseReason::ClientEof)),
+            (
+                "timeouts-query-cancel-then-idle",
+                true,
+                Some(CloseReason::ClientIdleTimeout),
+            ),
         ];
         let seeds = seed_corpus();
         for (name, started, closed) in want {

@@ -44,6 +44,7 @@ const CASES: &[Case] = &[
         "reload_broken_config_changes_nothing",
         reload_broken_config_changes_nothing,
     ),
+    ("reload_query_timeout", reload_query_timeout),
     ("admin_kill_tenant", admin_kill_tenant),
     ("admin_pause_resume", admin_pause_resume),
 ];
@@ -1043,6 +1044,60 @@ fn reload_tenant_deny(ctx: &Ctx) {
         assert_eq!(st.body.matches("\"workers\": 1").count(), 1, "{}", st.body);
         assert_eq!(open.query_one("SELECT 2").as_deref(), Some("2"));
         drop((open, g, again));
+        drop(p);
+    }
+}
+
+/// Timeouts are reloadable: `query_timeout` set by a reload applies to
+/// sessions that start after it (their long query is cancelled with 57014
+/// and the session goes on), while a session open before keeps running
+/// without one.
+fn reload_query_timeout(ctx: &Ctx) {
+    for pooled in [false, true] {
+        let port = free_port();
+        let conf = format!("admin_port = {port}\nadmin_token = {TOKEN}\nquery_timeout = 0\n");
+        let p = if pooled {
+            pooled_proxy(ctx, "transaction", &conf)
+        } else {
+            ctx.proxy(&conf)
+        };
+        wait_admin(local(port));
+        let pw = if pooled {
+            common::pooled::POOL_PASSWORD
+        } else {
+            APP_PASSWORD
+        };
+        let login = |t: &str| RawConn::login(p.port, &format!("app_user.{t}"), DB, Some(pw));
+        let mut before = login("acme").expect("acme before the reload");
+        assert_eq!(before.query_one("SELECT 1").as_deref(), Some("1"));
+
+        edit_config(&p, "query_timeout = 0", "query_timeout = 1");
+        let r = post(port, "/reload", Some(TOKEN));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("\"query_timeout\""), "{}", r.body);
+
+        let mut after = login("acme").expect("acme after the reload");
+        let e = after
+            .simple_query("SELECT pg_sleep(5)")
+            .expect_err("the new session's query is cancelled");
+        assert_eq!(e.code, "57014", "pooled={pooled}: {e:?}");
+        assert!(e.message.contains("query timeout"), "{e:?}");
+        assert_eq!(
+            after
+                .query_one("SELECT current_setting('app.current_tenant_id')")
+                .as_deref(),
+            Some("acme"),
+            "the session goes on after its 57014"
+        );
+        // The session opened before the reload has no query timeout.
+        let rows = before
+            .simple_query("SELECT pg_sleep(1.5), 'slept'")
+            .expect("the older session keeps running without a query timeout");
+        assert_eq!(
+            rows,
+            vec![vec![Some(String::new()), Some("slept".to_string())]]
+        );
+        drop((before, after));
         drop(p);
     }
 }

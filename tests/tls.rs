@@ -59,6 +59,10 @@ const CASES: &[Case] = &[
         upstream_verify_full_pg_stat_ssl,
     ),
     ("cancel_over_upstream_tls", cancel_over_upstream_tls),
+    (
+        "query_timeout_cancel_over_upstream_tls",
+        query_timeout_cancel_over_upstream_tls,
+    ),
     ("upstream_wrong_ca_fails", upstream_wrong_ca_fails),
     (
         "upstream_verify_ca_vs_full_name_mismatch",
@@ -613,6 +617,46 @@ fn cancel_over_upstream_tls(ctx: &Ctx) {
     assert_eq!(e.code, "57014", "{e:?}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(5));
     p.assert_alive();
+}
+
+/// `query_timeout`: the proxy's own CancelRequest goes through the same
+/// SSLRequest and TLS as the session (passthrough and transaction pooling).
+fn query_timeout_cancel_over_upstream_tls(ctx: &Ctx) {
+    let ca = &ctx.pki().ca.cert;
+    for pooled in [false, true] {
+        let conf = format!("{}query_timeout = 1\n", upstream_conf("verify-full", ca));
+        let p = if pooled {
+            common::pooled::pooled_proxy(ctx, "transaction", &conf)
+        } else {
+            ctx.proxy(&conf)
+        };
+        let mut c = if pooled {
+            common::pooled::pooled_login(&p, "app_user.tenant_a")
+        } else {
+            raw_trust_login(p.port).unwrap_or_else(|e| panic!("raw login: {e:?}"))
+        };
+        c.set_read_timeout(Duration::from_secs(40));
+        let t0 = Instant::now();
+        let e = c
+            .simple_query("SELECT pg_sleep(30)")
+            .expect_err("pg_sleep(30) must be cancelled");
+        assert_eq!(e.code, "57014", "pooled={pooled}: {e:?}");
+        assert!(e.message.contains("query timeout"), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(25), "pooled={pooled}");
+        assert_eq!(
+            c.query_one("SELECT current_setting('app.current_tenant_id')")
+                .as_deref(),
+            Some("tenant_a"),
+            "pooled={pooled}: the session goes on"
+        );
+        assert_eq!(c.query_one(SSL_SQL).as_deref(), Some("t"));
+        assert!(
+            p.log().contains("query_cancel_delivered"),
+            "pooled={pooled}: {}",
+            p.log_tail(20)
+        );
+        p.assert_alive();
+    }
 }
 
 fn upstream_verify_full_pg_stat_ssl(ctx: &Ctx) {

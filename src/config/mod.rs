@@ -209,6 +209,16 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Most client connections held at once across all workers (default 10 000).
     pub max_client_conn: u32,
+    /// Close a client idle outside a transaction this long (57P05); unset or 0: off.
+    pub client_idle_timeout: Option<Duration>,
+    /// Close a client idle inside a transaction this long (25P03); unset or 0: off.
+    pub idle_transaction_timeout: Option<Duration>,
+    /// Cancel a query running this long (57014, the session goes on); unset or 0:
+    /// off. `tenant_query_timeout` is pgvpd 1.0's name for it.
+    pub query_timeout: Option<Duration>,
+    /// End a session this old at its next idle moment outside a transaction
+    /// (57P01); unset or 0: off.
+    pub session_lifetime: Option<Duration>,
 }
 
 impl Default for Config {
@@ -268,6 +278,10 @@ impl Default for Config {
             upstream_connect_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             max_client_conn: 10_000,
+            client_idle_timeout: None,
+            idle_transaction_timeout: None,
+            query_timeout: None,
+            session_lifetime: None,
         }
     }
 }
@@ -342,6 +356,10 @@ impl fmt::Debug for Config {
             upstream_connect_timeout,
             shutdown_timeout,
             max_client_conn,
+            client_idle_timeout,
+            idle_transaction_timeout,
+            query_timeout,
+            session_lifetime,
         } = self;
         f.debug_struct("Config")
             .field("listen_host", listen_host)
@@ -399,6 +417,10 @@ impl fmt::Debug for Config {
             .field("upstream_connect_timeout", upstream_connect_timeout)
             .field("shutdown_timeout", shutdown_timeout)
             .field("max_client_conn", max_client_conn)
+            .field("client_idle_timeout", client_idle_timeout)
+            .field("idle_transaction_timeout", idle_transaction_timeout)
+            .field("query_timeout", query_timeout)
+            .field("session_lifetime", session_lifetime)
             .finish()
     }
 }

@@ -581,7 +581,7 @@ pub static SETTINGS: &[Setting] = &[
         get: |c| c.tenant_rate_limit.map(|n| n.to_string())),
     setting!("tenant_query_timeout", [], "PGVPD_TENANT_QUERY_TIMEOUT",
         ["--tenant-query-timeout"], Kind::Secs, "", secret: false, switch: false,
-        "Statement time limit for tenant sessions.",
+        "pgvpd 1.0's name of query_timeout (same meaning); setting both to different values is an error.",
         set: |c, v| { c.tenant_query_timeout = opt(v, p_secs)?; Ok(()) },
         get: |c| c.tenant_query_timeout.map(g_secs)),
     setting!("workers", [], "PGVPD_WORKERS", ["--workers"], Kind::Usize, "1",
@@ -603,6 +603,26 @@ pub static SETTINGS: &[Setting] = &[
         "Most client connections held at once across all workers; > 0.",
         set: |c, v| { c.max_client_conn = p_u32(v)?; Ok(()) },
         get: |c| Some(c.max_client_conn.to_string())),
+    setting!("client_idle_timeout", [], "PGVPD_CLIENT_IDLE_TIMEOUT", ["--client-idle-timeout"],
+        Kind::Secs, "", secret: false, switch: false,
+        "Close a tenant session idle outside a transaction this long (FATAL 57P05; a pooled server goes back to the pool); unset or 0 = off.",
+        set: |c, v| { c.client_idle_timeout = opt(v, p_secs)?; Ok(()) },
+        get: |c| c.client_idle_timeout.map(g_secs)),
+    setting!("idle_transaction_timeout", [], "PGVPD_IDLE_TRANSACTION_TIMEOUT",
+        ["--idle-transaction-timeout"], Kind::Secs, "", secret: false, switch: false,
+        "Close a tenant session idle inside a transaction this long (FATAL 25P03; the transaction is rolled back); unset or 0 = off.",
+        set: |c, v| { c.idle_transaction_timeout = opt(v, p_secs)?; Ok(()) },
+        get: |c| c.idle_transaction_timeout.map(g_secs)),
+    setting!("query_timeout", [], "PGVPD_QUERY_TIMEOUT", ["--query-timeout"], Kind::Secs, "",
+        secret: false, switch: false,
+        "Cancel a tenant query (a request awaiting its ReadyForQuery) running this long with a CancelRequest (ERROR 57014, the session goes on); unset or 0 = off.",
+        set: |c, v| { c.query_timeout = opt(v, p_secs)?; Ok(()) },
+        get: |c| c.query_timeout.map(g_secs)),
+    setting!("session_lifetime", [], "PGVPD_SESSION_LIFETIME", ["--session-lifetime"],
+        Kind::Secs, "", secret: false, switch: false,
+        "End a tenant session this old at its next idle moment outside a transaction (FATAL 57P01; a transaction is never cut); unset or 0 = off.",
+        set: |c, v| { c.session_lifetime = opt(v, p_secs)?; Ok(()) },
+        get: |c| c.session_lifetime.map(g_secs)),
 ];
 
 /// Apply one raw value to the config (the NUL check is common to all settings).
@@ -754,6 +774,10 @@ mod tests {
             "upstream_connect_timeout",
             "shutdown_timeout",
             "max_client_conn",
+            "client_idle_timeout",
+            "idle_transaction_timeout",
+            "query_timeout",
+            "session_lifetime",
         ] {
             assert!(find(k).is_some(), "missing key {k}");
         }

@@ -20,7 +20,9 @@
 //! 8. `set_role`: non-empty, at most 63 bytes, no NUL; `superuser_bypass` items non-empty;
 //! 9. `tenant_max_connections`, `tenant_rate_limit` > 0 when set; `tenant_key` is one of
 //!    `context_variables`; `resolver_search_path`: non-empty, no NUL;
-//! 10. `admin_listen` non-empty; `admin_token` 1..=[`MAX_ADMIN_TOKEN`] visible ASCII characters
+//! 10. `query_timeout` and its pgvpd 1.0 name `tenant_query_timeout` not set to different
+//!     values;
+//! 11. `admin_listen` non-empty; `admin_token` 1..=[`MAX_ADMIN_TOKEN`] visible ASCII characters
 //!     (it travels in an HTTP header: no spaces or control characters).
 //!
 //! Not checked here (needs I/O): that `resolvers`, `tls_cert`, `tls_key` exist and parse.
@@ -216,6 +218,19 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be a non-empty search_path without NUL (e.g. pg_catalog, public)".into(),
         ));
     }
+    if let (Some(q), Some(t)) = (c.query_timeout, c.tenant_query_timeout)
+        && q != t
+    {
+        return Err(err(
+            "tenant_query_timeout",
+            format!(
+                "tenant_query_timeout ({}s) and query_timeout ({}s) differ: \
+                 tenant_query_timeout is pgvpd 1.0's name of query_timeout; set only one of them",
+                t.as_secs(),
+                q.as_secs()
+            ),
+        ));
+    }
     if c.admin_listen.trim().is_empty() {
         return Err(err("admin_listen", "must not be empty".into()));
     }
@@ -352,6 +367,19 @@ mod tests {
     }
 
     #[test]
+    fn tenant_query_timeout_may_repeat_query_timeout() {
+        let s = |n| Some(Duration::from_secs(n));
+        for (q, t) in [(s(5), s(5)), (s(5), None), (None, s(5)), (None, None)] {
+            let c = Config {
+                query_timeout: q,
+                tenant_query_timeout: t,
+                ..Config::default()
+            };
+            validate(&c).unwrap();
+        }
+    }
+
+    #[test]
     fn messages_name_the_key() {
         let d = Config::default;
         let pooled = || Config {
@@ -363,6 +391,24 @@ mod tests {
         // (config, key, message fragment)
         let cases: Vec<(Config, &str, &str)> = vec![
             (Config { workers: 0, ..d() }, "workers", "between 1 and 64"),
+            (
+                Config {
+                    query_timeout: Some(Duration::from_secs(5)),
+                    tenant_query_timeout: Some(Duration::from_secs(3)),
+                    ..d()
+                },
+                "tenant_query_timeout",
+                "tenant_query_timeout (3s) and query_timeout (5s) differ",
+            ),
+            (
+                Config {
+                    query_timeout: Some(Duration::ZERO),
+                    tenant_query_timeout: Some(Duration::from_secs(3)),
+                    ..d()
+                },
+                "tenant_query_timeout",
+                "query_timeout (0s) differ",
+            ),
             (
                 Config {
                     admin_listen: " ".into(),

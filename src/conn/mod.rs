@@ -7,7 +7,8 @@
 //! `handle_client_eof` / `handle_server_eof`; `handle_client_written(n)` /
 //! `handle_server_written(n)` after writing `client_output()` /
 //! `server_output()`; `handle_server_connected` / `handle_server_connect_failed`;
-//! `handle_timeout(now)`.
+//! `handle_timeout(now)`; `handle_cancel_done` (the proxy's own cancel
+//! connection, `Action::SendCancel`, ended).
 //! Outputs: `poll_action()` (`Action`), `wants_client_read()`,
 //! `wants_server_read()`, `client_output()`, `server_output()`,
 //! `next_deadline()`, `closed()`.
@@ -29,6 +30,7 @@
     clippy::panic
 )]
 
+pub mod cancel;
 mod inject;
 pub mod params;
 pub mod pool_auth;
@@ -43,7 +45,8 @@ pub mod tracker;
 pub mod username;
 
 pub use session::{
-    ClientTlsMode, PoolSettings, SCRAM_NONCE_LEN, Session, SessionConfig, UpstreamTlsMode,
+    ClientTlsMode, PoolSettings, QUERY_CANCEL_GRACE, SCRAM_NONCE_LEN, Session, SessionConfig,
+    SessionTimeouts, UpstreamTlsMode,
 };
 pub use timers::{TimerKind, TimerTable};
 
@@ -76,6 +79,9 @@ pub enum Action {
     /// Transaction mode: the transaction ended and the server is idle; take
     /// it back with `Session::take_tx_server` (the client stays).
     ReturnServer,
+    /// `query_timeout`: open a connection to the server and run this cancel
+    /// call on it; report its end with `Session::handle_cancel_done`.
+    SendCancel(Box<cancel::CancelCall>),
 }
 
 /// Why a session ended. Logged once by the reactor and counted.
@@ -107,6 +113,10 @@ pub enum CloseReason {
     PoolTimeout,
     IoError,
     Panic,
+    ClientIdleTimeout,
+    IdleTransactionTimeout,
+    QueryTimeout,
+    SessionLifetime,
 }
 
 impl CloseReason {
@@ -137,6 +147,10 @@ impl CloseReason {
             CloseReason::PoolTimeout => "pool_checkout_timeout",
             CloseReason::IoError => "io_error",
             CloseReason::Panic => "panic",
+            CloseReason::ClientIdleTimeout => "client_idle_timeout",
+            CloseReason::IdleTransactionTimeout => "idle_transaction_timeout",
+            CloseReason::QueryTimeout => "query_timeout",
+            CloseReason::SessionLifetime => "session_lifetime",
         }
     }
 }

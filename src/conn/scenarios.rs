@@ -50,6 +50,7 @@ fn cfg() -> SessionConfig {
         resolvers: None,
         tenant_index: 0,
         tenants: None,
+        timeouts: Default::default(),
     }
 }
 
@@ -1619,4 +1620,333 @@ fn several_context_variables_are_bound_in_order() {
     );
     p.server_send(&good_answers());
     assert_eq!(p.s.poll_action(), Some(Action::SessionStarted));
+}
+
+// ------------------------------------------------------- session timeouts
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn timed(t: super::SessionTimeouts) -> SessionConfig {
+    SessionConfig {
+        timeouts: t,
+        ..cfg()
+    }
+}
+
+/// A full trust login with these timeouts; the client output is taken.
+fn timed_in(t: super::SessionTimeouts) -> Pair {
+    let mut p = to_injection(timed(t), "app_user.acme");
+    p.server_send(&good_answers());
+    assert_eq!(p.s.poll_action(), Some(Action::SessionStarted));
+    assert_eq!(p.take_client_output(), trust_burst());
+    p
+}
+
+fn query_timeout(secs: u64) -> super::SessionTimeouts {
+    super::SessionTimeouts {
+        query: Some(Duration::from_secs(secs)),
+        ..Default::default()
+    }
+}
+
+/// The server's answer to a cancelled statement.
+fn cancelled() -> Vec<u8> {
+    [
+        server_error("ERROR", "57014", "canceling statement due to user request"),
+        rfq(b'I'),
+    ]
+    .concat()
+}
+
+/// Takes the `SendCancel` the session asks for and checks its request.
+#[track_caller]
+fn take_cancel(p: &mut Pair) {
+    match p.s.poll_action() {
+        Some(Action::SendCancel(call)) => {
+            let mut want = Vec::new();
+            encode::cancel_request(&mut want, 4242, &[1, 2, 3, 4]).unwrap();
+            assert_eq!(call.request(), want, "the backend's own key");
+        }
+        other => panic!("expected SendCancel, got {other:?}"),
+    }
+}
+
+#[test]
+fn query_timeout_cancels_rewords_57014_and_the_session_goes_on() {
+    let mut p = timed_in(query_timeout(1));
+    let q = query("SELECT pg_sleep(5)");
+    p.client_send(&q);
+    assert_eq!(p.take_server_output(), q);
+    p.advance(SEC / 2);
+    assert_eq!(p.s.poll_action(), None);
+    p.advance(SEC / 2);
+    take_cancel(&mut p);
+    assert_eq!(p.s.poll_action(), None, "one cancel");
+    // The client's next query waits for the cancel to be resolved.
+    let q2 = query("SELECT 1");
+    p.client_send(&q2);
+    assert_eq!(p.take_server_output(), b"");
+    p.server_send(&cancelled());
+    let out = msgs(&p.take_client_output());
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].0, tag::ERROR_RESPONSE);
+    let f = backend::decode_error_fields(&out[0].1).unwrap();
+    assert_eq!(f.code, Some(&b"57014"[..]));
+    assert_eq!(f.severity, Some(&b"ERROR"[..]));
+    let m = std::str::from_utf8(f.message.unwrap()).unwrap();
+    assert!(
+        m.contains("query timeout") && m.contains("query_timeout = 1s"),
+        "{m}"
+    );
+    assert_eq!(out[1], (tag::READY_FOR_QUERY, b"I".to_vec()));
+    // Answered, but the cancel connection has not ended: still held.
+    assert_eq!(p.take_server_output(), b"");
+    let now = p.now();
+    p.s.handle_cancel_done(now);
+    assert_eq!(p.take_server_output(), q2);
+    p.server_send(&[command_complete("SELECT 1"), rfq(b'I')].concat());
+    assert_eq!(tags(&p.take_client_output()), b"CZ".to_vec());
+    // A new query gets its own full query_timeout.
+    p.client_send(&q);
+    p.take_server_output();
+    p.advance(SEC * 9 / 10);
+    assert_eq!(p.s.poll_action(), None);
+    p.advance(SEC / 5);
+    take_cancel(&mut p);
+    assert_eq!(p.closed(), None);
+}
+
+#[test]
+fn late_cancel_race_holds_the_next_query_until_the_cancel_ended() {
+    let mut p = timed_in(query_timeout(1));
+    p.client_send(&query("SELECT slow()"));
+    p.take_server_output();
+    p.advance(SEC);
+    take_cancel(&mut p);
+    // The query ends on its own just before the cancel arrives.
+    let done = [command_complete("SELECT 1"), rfq(b'I')].concat();
+    p.server_send(&done);
+    assert_eq!(
+        p.take_client_output(),
+        done,
+        "an ordinary answer is untouched"
+    );
+    let q2 = query("SELECT 2");
+    p.client_send(&q2);
+    assert_eq!(p.take_server_output(), b"", "not before the cancel ended");
+    let now = p.now();
+    p.s.handle_cancel_done(now);
+    assert_eq!(p.take_server_output(), q2);
+    assert_eq!(p.closed(), None);
+}
+
+#[test]
+fn an_unresolved_cancel_fails_closed_after_the_grace() {
+    let mut p = timed_in(query_timeout(1));
+    p.client_send(&query("SELECT pg_sleep(100)"));
+    p.take_server_output();
+    p.advance(SEC);
+    take_cancel(&mut p);
+    let now = p.now();
+    p.s.handle_cancel_done(now);
+    // The server never answers.
+    p.advance(super::QUERY_CANCEL_GRACE - SEC / 10);
+    assert_eq!(p.closed(), None);
+    p.advance(SEC / 10);
+    assert_fatal_close(
+        &mut p,
+        "57014",
+        "terminating connection due to query timeout (query_timeout = 1s): \
+         the query did not end within 5s of its cancel request",
+        CloseReason::QueryTimeout,
+    );
+}
+
+#[test]
+fn client_idle_timeout_ends_an_idle_session_but_not_one_in_a_transaction() {
+    let t = super::SessionTimeouts {
+        client_idle: Some(SEC * 2),
+        ..Default::default()
+    };
+    let mut p = timed_in(t);
+    p.advance(SEC);
+    p.client_send(&query("SELECT 1"));
+    p.take_server_output();
+    // Running queries are never idle.
+    p.advance(SEC * 3);
+    assert_eq!(p.closed(), None);
+    p.server_send(&[command_complete("SELECT 1"), rfq(b'I')].concat());
+    p.take_client_output();
+    p.advance(SEC * 2 - SEC / 10);
+    assert_eq!(p.closed(), None);
+    p.advance(SEC / 10);
+    assert_fatal_close(
+        &mut p,
+        "57P05",
+        "terminating connection due to idle-session timeout (client_idle_timeout = 2s)",
+        CloseReason::ClientIdleTimeout,
+    );
+
+    // Inside a transaction the client may idle (idle_transaction_timeout is off).
+    let mut p = timed_in(t);
+    p.client_send(&query("BEGIN"));
+    p.take_server_output();
+    p.server_send(&[command_complete("BEGIN"), rfq(b'T')].concat());
+    p.take_client_output();
+    p.advance(SEC * 30);
+    assert_eq!(p.closed(), None);
+    assert_eq!(p.s.next_deadline(), None);
+}
+
+#[test]
+fn idle_transaction_timeout_ends_a_client_idle_in_a_transaction() {
+    let t = super::SessionTimeouts {
+        client_idle: Some(SEC * 10),
+        idle_transaction: Some(SEC),
+        ..Default::default()
+    };
+    let mut p = timed_in(t);
+    p.client_send(&query("BEGIN"));
+    p.take_server_output();
+    p.server_send(&[command_complete("BEGIN"), rfq(b'T')].concat());
+    p.take_client_output();
+    p.advance(SEC);
+    assert_fatal_close(
+        &mut p,
+        "25P03",
+        "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout = 1s)",
+        CloseReason::IdleTransactionTimeout,
+    );
+    // A failed transaction ('E') is a transaction too; an open extended
+    // cycle (no Sync) as well.
+    let mut p = timed_in(t);
+    let mut parse = Vec::new();
+    encode::parse(&mut parse, b"", b"SELECT 1", &[]).unwrap();
+    p.client_send(&parse);
+    p.take_server_output();
+    p.advance(SEC);
+    assert_eq!(p.closed(), None, "FATAL queued");
+    assert_eq!(
+        msgs(&p.take_client_output())[0].0,
+        tag::ERROR_RESPONSE,
+        "idle inside an open cycle"
+    );
+    assert_eq!(
+        p.closed().map(|c| c.0),
+        Some(CloseReason::IdleTransactionTimeout)
+    );
+}
+
+#[test]
+fn session_lifetime_waits_for_the_transaction_and_the_answers() {
+    let t = super::SessionTimeouts {
+        lifetime: Some(SEC * 2),
+        ..Default::default()
+    };
+    let mut p = timed_in(t);
+    p.client_send(&query("BEGIN"));
+    p.take_server_output();
+    p.server_send(&[command_complete("BEGIN"), rfq(b'T')].concat());
+    p.take_client_output();
+    p.advance(SEC * 3);
+    assert_eq!(p.closed(), None, "a transaction is never cut");
+    p.client_send(&query("COMMIT"));
+    assert_eq!(p.take_server_output(), query("COMMIT"));
+    let done = [command_complete("COMMIT"), rfq(b'I')].concat();
+    p.server_send(&done);
+    // The answers first, then the FATAL.
+    let out = p.take_client_output();
+    assert!(out.starts_with(&done), "answers before the FATAL");
+    let rest = msgs(&out[done.len()..]);
+    assert_eq!(rest.len(), 1);
+    let f = backend::decode_error_fields(&rest[0].1).unwrap();
+    assert_eq!(f.code, Some(&b"57P01"[..]));
+    assert!(
+        std::str::from_utf8(f.message.unwrap())
+            .unwrap()
+            .contains("timeout")
+    );
+    assert_eq!(p.closed().map(|c| c.0), Some(CloseReason::SessionLifetime));
+
+    // An idle session is ended when the lifetime passes.
+    let mut p = timed_in(t);
+    p.advance(SEC * 2);
+    assert_fatal_close(
+        &mut p,
+        "57P01",
+        "terminating connection: session_lifetime timeout reached (session_lifetime = 2s)",
+        CloseReason::SessionLifetime,
+    );
+}
+
+#[test]
+fn bypass_sessions_get_no_timeouts() {
+    let all = super::SessionTimeouts {
+        client_idle: Some(SEC),
+        idle_transaction: Some(SEC),
+        query: Some(SEC),
+        lifetime: Some(SEC),
+    };
+    let mut p = Pair::new(timed(all));
+    p.client_send(&startup("postgres"));
+    p.connect();
+    assert_eq!(p.s.poll_action(), Some(Action::SessionStarted));
+    p.take_server_output();
+    p.client_send(&query("SELECT pg_sleep(100)"));
+    p.advance(SEC * 60);
+    assert_eq!(p.s.poll_action(), None);
+    assert_eq!(p.closed(), None);
+    assert_eq!(p.s.next_deadline(), None);
+}
+
+#[test]
+fn with_a_timeout_passthrough_frames_client_messages() {
+    // Without timeouts the relay is a raw copy; with one, the tracker frames
+    // every message, and a malformed one is a protocol violation.
+    let bad = [b'Q', 0, 0, 0, 2];
+    let mut p = logged_in();
+    p.client_send(&bad);
+    assert_eq!(p.take_server_output(), bad);
+    let mut p = timed_in(query_timeout(5));
+    p.client_send(&bad);
+    assert_eq!(p.take_server_output(), b"");
+    let out = msgs(&p.take_client_output());
+    assert_eq!(out.len(), 1);
+    let f = backend::decode_error_fields(&out[0].1).unwrap();
+    assert_eq!(f.code, Some(&b"08P01"[..]));
+    assert_eq!(p.closed().map(|c| c.0), Some(CloseReason::ClientProtocol));
+}
+
+#[test]
+fn the_cancel_error_is_reworded_for_a_slow_client_too() {
+    let mut p = timed_in(query_timeout(1));
+    p.client_send(&query("SELECT * FROM big"));
+    p.take_server_output();
+    // Rows arrive, the client does not read them yet.
+    let rows: Vec<u8> = (0..50)
+        .flat_map(|i| data_row(&[Some(format!("row {i}").as_bytes())]))
+        .collect();
+    p.server_send(&rows);
+    p.advance(SEC);
+    take_cancel(&mut p);
+    // The error is split over two reads, and the cancel resolves before
+    // the client has read anything.
+    let c = cancelled();
+    p.server_send(&c[..7]);
+    p.server_send(&c[7..]);
+    let now = p.now();
+    p.s.handle_cancel_done(now);
+    let out = p.take_client_output_upto(100);
+    let out = [out, p.take_client_output()].concat();
+    assert!(out.starts_with(&rows));
+    let rest = msgs(&out[rows.len()..]);
+    assert_eq!(rest.len(), 2);
+    let f = backend::decode_error_fields(&rest[0].1).unwrap();
+    assert_eq!(f.code, Some(&b"57014"[..]));
+    assert!(
+        std::str::from_utf8(f.message.unwrap())
+            .unwrap()
+            .contains("query timeout")
+    );
+    assert_eq!(rest[1].0, tag::READY_FOR_QUERY);
 }

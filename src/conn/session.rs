@@ -25,9 +25,11 @@ use std::time::{Duration, Instant};
 mod pool;
 mod resolve;
 mod stmts;
+mod timeouts;
 mod txn;
 
 pub use pool::PoolSettings;
+pub use timeouts::QUERY_CANCEL_GRACE;
 
 use super::inject::{self, Fed, Step};
 use super::server::ServerLink;
@@ -83,6 +85,46 @@ pub struct SessionConfig {
     pub tenant_index: usize,
     /// `tenant_max_connections` / `tenant_rate_limit` (None: no limits).
     pub tenants: Option<Arc<crate::tenant::Tenants>>,
+    /// The four session timeouts (`client_idle_timeout`, ...), read by each
+    /// session from its own config.
+    pub timeouts: SessionTimeouts,
+}
+
+/// The session timeouts of a tenant session; `None` is off. Each has one
+/// meaning (see `session::timeouts` and `docs/architecture.md`, "Session
+/// timeouts"). Superuser-bypass sessions are relayed unparsed and get none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// Idle outside a transaction (FATAL 57P05).
+    pub client_idle: Option<Duration>,
+    /// Idle inside a transaction (FATAL 25P03).
+    pub idle_transaction: Option<Duration>,
+    /// A request awaiting its ReadyForQuery (cancelled, ERROR 57014).
+    pub query: Option<Duration>,
+    /// The session's age; it ends at its next idle moment (FATAL 57P01).
+    pub lifetime: Option<Duration>,
+}
+
+impl SessionTimeouts {
+    /// From the configuration: 0 means off; `tenant_query_timeout` is
+    /// `query_timeout`'s pgvpd 1.0 name (validation refuses two values).
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        let on = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+        SessionTimeouts {
+            client_idle: on(c.client_idle_timeout),
+            idle_transaction: on(c.idle_transaction_timeout),
+            query: on(c.query_timeout.or(c.tenant_query_timeout)),
+            lifetime: on(c.session_lifetime),
+        }
+    }
+
+    /// Whether any is on (the session then follows its protocol flow).
+    pub fn any(&self) -> bool {
+        self.client_idle.is_some()
+            || self.idle_transaction.is_some()
+            || self.query.is_some()
+            || self.lifetime.is_some()
+    }
 }
 
 /// Client-facing TLS policy.
@@ -141,6 +183,7 @@ impl SessionConfig {
                 .and_then(|k| c.context_variables.iter().position(|v| v == k))
                 .unwrap_or(0),
             tenants: None,
+            timeouts: SessionTimeouts::from_config(c),
         }
     }
 }
@@ -317,6 +360,14 @@ pub struct Session {
     /// Unique among the process's connections (the reactor's id): which
     /// client a pooled server's context belongs to.
     client_id: u64,
+    /// When the connection was accepted (`session_lifetime` counts from it).
+    born: Instant,
+    /// The session timeouts' state, once the session started (only when
+    /// one is configured).
+    watch: Option<Box<timeouts::Watch>>,
+    /// Passthrough with `query_timeout`: the server's BackendKeyData (pid,
+    /// key), for the proxy's own CancelRequest.
+    backend_key: Option<(i32, Vec<u8>)>,
     pub info: SessionInfo,
 }
 
@@ -345,6 +396,9 @@ impl Session {
             tx: None,
             admitted: None,
             client_id: 0,
+            born: now,
+            watch: None,
+            backend_key: None,
             info: SessionInfo::default(),
         }
     }
@@ -390,6 +444,9 @@ impl Session {
     /// The next action for the reactor, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         if self.action.is_none() {
+            if let Some(a) = self.take_cancel_action() {
+                return Some(a);
+            }
             self.tx_poll();
         }
         self.action.take()
@@ -443,7 +500,9 @@ impl Session {
                 | Phase::PoolAuth(..)
                 | Phase::PoolWait(_)
         ) || self.pooled_wants_client_read();
-        open && self.to_client.len() < OUT_CAP && !self.c2s.as_ref().is_some_and(|r| r.is_full())
+        open && self.to_client.len() < OUT_CAP
+            && !self.c2s.as_ref().is_some_and(|r| r.is_full())
+            && !self.watch_backpressure()
     }
 
     pub fn wants_server_read(&self) -> bool {
@@ -465,19 +524,27 @@ impl Session {
         if !self.to_client.is_empty() {
             return (&self.to_client, &[]);
         }
-        if self.tx_swallowing() {
+        if self.tx_swallowing() || self.pooled_end_pending() {
             return (&[], &[]);
         }
+        // Cuts in the server stream: the rewriting's (transaction mode) and
+        // an ErrorResponse the timeouts must look at first.
+        let mut cut = self.watch_stop_cut();
         if let Phase::PoolRelay(relay) = &self.phase
-            && let Some(cut) = relay.rw.as_ref().and_then(|rw| rw.client_allowance())
+            && let Some(c) = relay.rw.as_ref().and_then(|rw| rw.client_allowance())
+        {
+            cut = Some(cut.map_or(c, |x| x.min(c)));
+        }
+        if let Some(cut) = cut
+            // TxIdle: a slow client still reads its last transaction's answers.
+            && matches!(
+                self.phase,
+                Phase::Transparent | Phase::PoolRelay(_) | Phase::TxIdle
+            )
             && let Some(r) = &self.s2c
         {
             let (a, b) = r.readable();
-            return if cut <= a.len() {
-                (a.get(..cut).unwrap_or(&[]), &[])
-            } else {
-                (a, b.get(..cut.saturating_sub(a.len())).unwrap_or(b))
-            };
+            return pool::head(a, b, cut);
         }
         match (&self.phase, &self.s2c) {
             (
@@ -504,6 +571,10 @@ impl Session {
         }
         if matches!(self.phase, Phase::PoolRelay(_)) {
             return self.pooled_server_output();
+        }
+        if matches!(self.phase, Phase::Transparent) && self.cancel_pending() {
+            // Client bytes wait until the proxy's cancel is resolved.
+            return (&[], &[]);
         }
         match (&self.phase, &self.c2s) {
             (
@@ -537,6 +608,7 @@ impl Session {
         if let Some(r) = self.c2s.as_mut() {
             r.commit(n);
         }
+        self.watch_client_read(n, now);
         self.scan_client(n, now);
         self.process(now);
     }
@@ -545,6 +617,7 @@ impl Session {
         if let Some(r) = self.s2c.as_mut() {
             r.commit(n);
         }
+        self.watch_server_read(n, now);
         self.scan_server(n, now);
         self.process(now);
     }
@@ -806,6 +879,11 @@ impl Session {
                 }
                 TimerKind::Checkout => self.checkout_timed_out(now),
                 TimerKind::Resolver => self.resolver_timer(now),
+                TimerKind::ClientIdle => self.idle_timed_out(false, now),
+                TimerKind::IdleTransaction => self.idle_timed_out(true, now),
+                TimerKind::Query => self.query_timed_out(now),
+                TimerKind::QueryCancel => self.query_cancel_expired(now),
+                TimerKind::Lifetime => self.lifetime_reached(),
                 TimerKind::Drain => {
                     let reason = self
                         .close
@@ -815,6 +893,11 @@ impl Session {
                     self.finish(reason, "drain timeout".to_string());
                 }
             }
+        }
+        // Session timeouts: a timer that outlived its state is armed again
+        // for the new one; a resolved cancel releases held input.
+        if self.watch.is_some() {
+            self.process(now);
         }
     }
 
@@ -942,8 +1025,17 @@ impl Session {
         self.fail("08P01", &msg, reason, now);
     }
 
-    /// Runs the phase machine over the buffered input until it needs more.
+    /// Runs the phase machine over the buffered input until it needs more,
+    /// then brings the session timeouts up to date.
     fn process(&mut self, now: Instant) {
+        self.process_input(now);
+        if self.watch_step(now) {
+            // A resolved cancel releases the client bytes it held.
+            self.process_input(now);
+        }
+    }
+
+    fn process_input(&mut self, now: Instant) {
         // Each round consumes at least one message or changes phase; the bound
         // is the most messages a ring can hold, so this cannot spin.
         for _ in 0..crate::buf::RING_CAPACITY {
@@ -962,18 +1054,22 @@ impl Session {
                 | Phase::Resolving(..)
                 | Phase::Injecting(..) => self.step_server(now),
                 Phase::PoolRelay(_) => {
-                    self.step_tx_swallow(now)
-                        || match self.step_tx_forward() {
-                            Ok(p) => p,
-                            Err(e) => {
-                                self.violation(Side::Client, e, now);
-                                true
-                            }
-                        }
+                    self.step_scan_held(now)
+                        || self.step_tx_swallow(now)
+                        || (!self.cancel_pending()
+                            && match self.step_tx_forward() {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    self.violation(Side::Client, e, now);
+                                    true
+                                }
+                            })
                         || self.rw_apply_drops()
+                        || self.step_cancel_error()
                         || self.tx_next(now)
                 }
-                Phase::TxIdle => self.tx_next(now),
+                Phase::Transparent => self.step_cancel_error(),
+                Phase::TxIdle => self.step_cancel_error() || self.tx_next(now),
                 _ => false,
             };
             if !progressed {
@@ -1544,7 +1640,10 @@ impl Session {
                     Phase::PostAuth(hs)
                 }
                 tag::BACKEND_KEY_DATA => {
-                    backend::decode_backend_key_data(body)?;
+                    let k = backend::decode_backend_key_data(body)?;
+                    if self.cfg.timeouts.query.is_some() {
+                        self.backend_key = Some((k.pid, k.key.to_vec()));
+                    }
                     self.to_client.extend_from_slice(wire);
                     Phase::PostAuth(hs)
                 }
@@ -1595,6 +1694,7 @@ impl Session {
                             encode::ready_for_query(&mut self.to_client, b'I');
                             self.timers.clear(TimerKind::Handshake);
                             self.action = Some(Action::SessionStarted);
+                            self.start_watch(now, true);
                             Phase::Transparent
                         }
                         Fed::Refused => {

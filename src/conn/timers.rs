@@ -17,16 +17,32 @@ pub enum TimerKind {
     /// A resolver query's answers (its `timeout` and a grace), or the next
     /// look at a result another session is resolving.
     Resolver = 4,
+    /// The client has been idle outside a transaction (`client_idle_timeout`).
+    ClientIdle = 5,
+    /// The client has been idle inside a transaction (`idle_transaction_timeout`).
+    IdleTransaction = 6,
+    /// A request has been waiting for its ReadyForQuery (`query_timeout`).
+    Query = 7,
+    /// The proxy's CancelRequest for a timed-out query: its grace to end the
+    /// query (and the cancel connection) before the session is closed.
+    QueryCancel = 8,
+    /// The session's maximum duration (`session_lifetime`).
+    Lifetime = 9,
 }
 
 impl TimerKind {
-    pub const COUNT: usize = 5;
-    pub const ALL: [TimerKind; 5] = [
+    pub const COUNT: usize = 10;
+    pub const ALL: [TimerKind; 10] = [
         TimerKind::Handshake,
         TimerKind::Connect,
         TimerKind::Drain,
         TimerKind::Checkout,
         TimerKind::Resolver,
+        TimerKind::ClientIdle,
+        TimerKind::IdleTransaction,
+        TimerKind::Query,
+        TimerKind::QueryCancel,
+        TimerKind::Lifetime,
     ];
 }
 
@@ -77,6 +93,27 @@ impl TimerTable {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    #[allow(clippy::arithmetic_side_effects)]
+    fn every_kind_has_its_own_slot() {
+        for (i, k) in TimerKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        for (i, k) in TimerKind::ALL.iter().enumerate() {
+            t.set(*k, t0 + Duration::from_secs(100 - i as u64));
+        }
+        for (i, k) in TimerKind::ALL.iter().enumerate() {
+            assert_eq!(t.get(*k), Some(t0 + Duration::from_secs(100 - i as u64)));
+        }
+        let late = t0 + Duration::from_secs(1000);
+        for k in TimerKind::ALL.iter().rev() {
+            assert_eq!(t.take_expired(late), Some(*k));
+        }
+        assert_eq!(t.take_expired(late), None);
+    }
 
     #[test]
     fn earliest_expires_first() {

@@ -72,6 +72,7 @@ fn cfg(client_tls: ClientTlsMode, upstream_tls: UpstreamTlsMode) -> SessionConfi
         resolvers: None,
         tenant_index: 0,
         tenants: None,
+        timeouts: Default::default(),
     }
 }
 

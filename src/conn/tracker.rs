@@ -315,6 +315,12 @@ impl ServerTracker {
         self.s.statements_dropped
     }
 
+    /// An extended-query cycle (no Sync yet) or a COPY FROM STDIN is open:
+    /// the server holds a transaction for it.
+    pub fn cycle_open(&self) -> bool {
+        self.book.extended_open || self.book.copy_in
+    }
+
     /// Every request answered, no cycle or COPY open, both directions at a
     /// message boundary, transaction idle, nothing doubtful.
     pub fn is_idle(&self) -> bool {

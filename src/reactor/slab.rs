@@ -3,8 +3,10 @@
 //! stale generation and is dropped (mio warns of spurious events, and one
 //! batch may hold events for a slot closed earlier in the batch).
 
-/// Slot indexes fit in 24 bits of a token.
-pub const MAX_SLOTS: usize = (1 << 24) - 2;
+/// Slot indexes fit in 24 bits of a token, below the slot bits of the
+/// three reserved tokens (`0xFFFFFD..=0xFFFFFF`), so no token of a slot can
+/// equal one of them whatever its generation and flags.
+pub const MAX_SLOTS: usize = (1 << 24) - 3;
 
 struct Entry<T> {
     generation: u64,

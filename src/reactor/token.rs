@@ -2,7 +2,10 @@
 //! the waker reserved at the top of the range (their slot bits are all ones,
 //! above `slab::MAX_SLOTS`). Pooled servers not lent to a client live in a
 //! second slab; their tokens (and deadline entries) carry `LINK` in the
-//! generation field, above every real generation (`GEN_MASK`).
+//! generation field, above every real generation (`GEN_MASK`). A client
+//! connection's outbound cancel socket (`query_timeout`) has the client's
+//! slot and generation with `LINK` *and* the server side bit, a combination
+//! no link token has.
 
 use crate::conn::Side;
 use mio::Token;
@@ -31,7 +34,14 @@ pub fn encode_link(slot: usize, generation: u64) -> Token {
     Token((slot & SLOT_MASK) | ((((generation & GEN_MASK) | LINK) as usize) << SLOT_BITS))
 }
 
-/// (slot, generation, side); a links-slab token has `LINK` set in the generation.
+/// The token of the cancel socket of client connection (`slot`, `generation`).
+pub fn encode_cancel(slot: usize, generation: u64) -> Token {
+    Token(encode_link(slot, generation).0 | (1usize << 63))
+}
+
+/// (slot, generation, side); a links-slab token has `LINK` set in the
+/// generation (and the client side); a cancel socket's has `LINK` and the
+/// server side.
 pub fn decode(t: Token) -> (usize, u64, Side) {
     let slot = t.0 & SLOT_MASK;
     let generation = ((t.0 >> SLOT_BITS) as u64) & (GEN_MASK | LINK);
@@ -52,7 +62,8 @@ mod tests {
         for (slot, g, side) in [
             (0, 0, Side::Client),
             (12345, 77, Side::Server),
-            ((1 << 24) - 3, GEN_MASK, Side::Client),
+            (crate::reactor::slab::MAX_SLOTS - 1, GEN_MASK, Side::Client),
+            (crate::reactor::slab::MAX_SLOTS - 1, GEN_MASK, Side::Server),
         ] {
             let t = encode(slot, g, side);
             assert_eq!(decode(t), (slot, g, side));
@@ -62,6 +73,13 @@ mod tests {
             let l = encode_link(slot, g);
             assert_eq!(decode(l), (slot, g | LINK, Side::Client));
             assert_ne!(l, t);
+            let c = encode_cancel(slot, g);
+            assert_eq!(decode(c), (slot, g | LINK, Side::Server));
+            assert_ne!(c, l);
+            assert_ne!(c, encode(slot, g, Side::Server));
+            assert_ne!(c, LISTENER);
+            assert_ne!(c, WAKER);
+            assert_ne!(c, TLS_LISTENER);
         }
     }
 }

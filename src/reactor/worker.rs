@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Waker};
 
+mod cancel;
 mod handoff;
 mod pooled;
 
@@ -82,6 +83,8 @@ struct Conn {
     /// Transaction mode: this client has an entry in `Worker::parked` (one
     /// at most, so the queue cannot grow with each transaction).
     parked_queued: bool,
+    /// `query_timeout`: the proxy's CancelRequest connection in flight.
+    cancel: Option<Box<cancel::CancelSock>>,
 }
 
 pub(super) struct Worker {
@@ -228,6 +231,10 @@ impl Worker {
                     }
                     t => {
                         let (slot, generation, side) = token::decode(t);
+                        if generation & token::LINK != 0 && side == Side::Server {
+                            self.cancel_event(slot, generation & !token::LINK, ev);
+                            continue;
+                        }
                         if generation & token::LINK != 0 {
                             self.link_event(slot, generation, ev);
                             continue;
@@ -550,6 +557,7 @@ impl Worker {
             last_link: None,
             checkout_at: None,
             parked_queued: false,
+            cancel: None,
         };
         let Some((slot, generation)) = self.slab.insert(conn) else {
             self.shared.active_clients.fetch_sub(1, Ordering::Relaxed);
@@ -669,6 +677,7 @@ impl Worker {
             if let Some(mut u) = conn.server.take() {
                 let _ = registry.deregister(u.transport.stream_mut());
             }
+            cancel::drop_socket(&mut conn, registry);
             conn.session.release_all_buffers(&mut self.pool);
             self.shared.active_clients.fetch_sub(1, Ordering::Relaxed);
             stats::dec(&STATS.connections_active);
@@ -865,7 +874,20 @@ fn drive(
                 }
                 Action::ReleaseServer => reqs.push(PoolReq::Release((slot, generation))),
                 Action::ReturnServer => reqs.push(PoolReq::Return((slot, generation))),
+                Action::SendCancel(call) => {
+                    info!(
+                        "query_timeout",
+                        conn = conn.id,
+                        tenant = Bytes(conn.session.info.tenant.as_bytes())
+                    );
+                    cancel::start(conn, registry, settings, call, slot, generation, now);
+                }
             }
+        }
+
+        // The proxy's own cancel connection (query_timeout).
+        if cancel::drive(conn, registry, settings, slot, generation, now) {
+            progress = true;
         }
 
         // Client TLS upgrade, once `S` has left in plaintext.

@@ -60,6 +60,12 @@ pub struct Relay {
     /// Transaction mode with `max_prepared_statements > 0`: the rewriting
     /// of named statements.
     pub(super) rw: Option<Box<super::stmts::Rewrite>>,
+    /// Client bytes at the end of `c2s` the tracker has not seen yet: those
+    /// the client sent before its session started (scanned first thing).
+    pub(super) unscanned: usize,
+    /// A session timeout ended the session: the FATAL is queued, the
+    /// server goes to its release, then the session closes with this.
+    pub(super) end: Option<(CloseReason, String)>,
 }
 
 impl Relay {
@@ -296,6 +302,7 @@ impl Session {
         encode::ready_for_query(&mut self.to_client, b'I');
         self.timers.clear(TimerKind::Handshake);
         self.action = Some(Action::SessionStarted);
+        self.start_watch(now, false);
         // The injection batch was the proxy's: the tracker starts at rest.
         let (tracker, rw) = match self.tx_begin(&mut link, &hs.role, &hs.settings, &hs.values) {
             Ok(true) => self.tx_tracker(),
@@ -305,6 +312,9 @@ impl Session {
                 return Phase::Closed;
             }
         };
+        // Bytes the client pipelined before its ReadyForQuery are its first
+        // requests: the tracker must count them before they are relayed.
+        let unscanned = self.c2s.as_ref().map_or(0, |r| r.len());
         Phase::PoolRelay(Box::new(Relay {
             link,
             tracker,
@@ -312,7 +322,22 @@ impl Session {
             swallow: None,
             returning: false,
             rw,
+            unscanned,
+            end: None,
         }))
+    }
+
+    /// Scans the client bytes held from before the session started.
+    pub(super) fn step_scan_held(&mut self, now: Instant) -> bool {
+        let Phase::PoolRelay(relay) = &mut self.phase else {
+            return false;
+        };
+        let n = std::mem::take(&mut relay.unscanned);
+        if n == 0 {
+            return false;
+        }
+        self.scan_client(n, now);
+        true
     }
 
     /// Creating a server for this client's key failed.
@@ -401,7 +426,7 @@ impl Session {
                 relay.limit = Some(limit);
                 self.check_release();
             }
-            Ok(None) => {}
+            Ok(None) => self.watch_requests(false, now),
             Err(e) => self.violation(Side::Client, e, now),
         }
     }
@@ -426,8 +451,15 @@ impl Session {
         let base = relay.rw.as_ref().map_or(0, |rw| rw.scanned());
         let mut starts = relay.rw.as_mut().map(|rw| rw.take_starts());
         let mut offset: u64 = 0;
+        let mut seen = super::timeouts::ServerSeen::default();
         for part in tail(a, b, n) {
             res = relay.tracker.server_bytes_each(part, |t, at| {
+                seen.see(
+                    t,
+                    isize::try_from(offset)
+                        .unwrap_or(isize::MAX)
+                        .saturating_add(at),
+                );
                 if let Some(v) = starts.as_mut()
                     && matches!(t, b'1' | b'3' | b'Z' | b'E')
                 {
@@ -449,6 +481,7 @@ impl Session {
             self.violation(Side::Server, e, now);
             return;
         }
+        self.watch_server_seen(seen, n, now);
         if let Some(mut v) = starts {
             for (t, abs) in v.drain(..) {
                 if let Err(e) = self.rw_server_msg(t, abs) {
@@ -493,16 +526,37 @@ impl Session {
     }
 
     /// The reactor takes the lent server back (after `ReleaseServer`, or when
-    /// the session must end while holding one). The session is closed.
-    pub fn take_server(&mut self, reason: CloseReason) -> Option<(Box<ServerLink>, ServerTracker)> {
+    /// the session must end while holding one). The session is closed, or
+    /// (a session timeout ended it) flushes its FATAL to the client first.
+    /// None when the server must not be pooled again: a proxy cancel is
+    /// unresolved (it could still hit the server's next query), so the
+    /// link is dropped here, which closes it and frees its slot.
+    pub fn take_server(
+        &mut self,
+        reason: CloseReason,
+        now: Instant,
+    ) -> Option<(Box<ServerLink>, ServerTracker)> {
+        let cancel_pending = self.cancel_pending();
         let old = std::mem::replace(&mut self.phase, Phase::Poisoned);
         match old {
             Phase::PoolRelay(relay) => {
-                let r = *relay;
+                let mut r = *relay;
                 self.phase = Phase::Draining {
                     toward: Side::Client,
                 };
-                self.finish(reason, String::new());
+                match r.end.take() {
+                    Some((why, detail)) if !self.to_client.is_empty() => {
+                        if let Some(ring) = self.s2c.as_mut() {
+                            ring.clear();
+                        }
+                        self.drain(Side::Client, why, detail, now);
+                    }
+                    Some((why, detail)) => self.finish(why, detail),
+                    None => self.finish(reason, String::new()),
+                }
+                if cancel_pending {
+                    return None;
+                }
                 Some((r.link, r.tracker))
             }
             other => {
@@ -512,12 +566,22 @@ impl Session {
         }
     }
 
+    /// A session timeout ended this pooled session: only its FATAL goes to
+    /// the client from now on.
+    pub(super) fn pooled_end_pending(&self) -> bool {
+        matches!(&self.phase, Phase::PoolRelay(r) if r.end.is_some())
+    }
+
     /// Relay bytes toward the server in pool mode: up to the limit once the
     /// client ended.
     pub(super) fn pooled_server_output(&self) -> (&[u8], &[u8]) {
         let (Phase::PoolRelay(relay), Some(r)) = (&self.phase, &self.c2s) else {
             return (&[], &[]);
         };
+        if self.cancel_pending() {
+            // Client bytes wait until the proxy's cancel is resolved.
+            return (&[], &[]);
+        }
         let (a, b) = r.readable();
         let n = match relay.limit {
             // A header not yet complete may be a Terminate: hold it back.
@@ -526,6 +590,8 @@ impl Session {
                 .saturating_sub(relay.tracker.client_partial_header()),
             Some(l) => l,
         };
+        // Not yet counted by the tracker: held until scanned.
+        let n = n.min(r.len().saturating_sub(relay.unscanned));
         // Rewriting: raw bytes only inside a message passed as it is.
         let n = match relay.rw.as_ref() {
             Some(rw) => n.min(rw.raw_allowance()),
@@ -555,7 +621,7 @@ impl Session {
 
 /// The last `n` bytes of the two-part readable region, as two slices (the
 /// first may be empty).
-fn tail<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> [&'a [u8]; 2] {
+pub(super) fn tail<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> [&'a [u8]; 2] {
     let total = a.len().saturating_add(b.len());
     let skip = total.saturating_sub(n);
     if skip >= a.len() {
@@ -566,7 +632,7 @@ fn tail<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> [&'a [u8]; 2] {
 }
 
 /// The first `n` bytes of the two-part readable region.
-fn head<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> (&'a [u8], &'a [u8]) {
+pub(super) fn head<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> (&'a [u8], &'a [u8]) {
     if n <= a.len() {
         (a.get(..n).unwrap_or(&[]), &[])
     } else {

@@ -207,6 +207,8 @@ impl Session {
             swallow,
             returning: false,
             rw,
+            unscanned: 0,
+            end: None,
         }));
         // What the client sent while it had no server is scanned now.
         let held = self.c2s.as_ref().map_or(0, |r| r.len());
@@ -253,6 +255,7 @@ impl Session {
             return false;
         };
         self.tx.is_some()
+            && !self.cancel_pending()
             && relay.swallow.is_none()
             && relay.rw.as_ref().is_none_or(|rw| rw.at_rest())
             && relay.limit.is_none()

@@ -126,7 +126,10 @@ impl Worker {
         // `closing`); one that holds a server already is not moved.
         let movable = !self.closing.contains(&cid.0)
             && self.slab.get(cid.0, cid.1).is_some_and(|c| {
-                c.session.closed().is_none() && c.server.is_none() && c.session.pool_waiting()
+                c.session.closed().is_none()
+                    && c.server.is_none()
+                    && c.cancel.is_none()
+                    && c.session.pool_waiting()
             });
         if !movable {
             return false;

@@ -392,14 +392,20 @@ impl Worker {
         let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
             return;
         };
-        let taken = conn.session.take_server(CloseReason::ClientEof);
+        let taken = conn.session.take_server(CloseReason::ClientEof, now);
         let upstream = conn.server.take();
         if let Some((pid, _)) = conn.cancel_pid {
             rt.cancel.set_backend(pid, None);
         }
         let key = conn.pool_key.clone();
-        if !self.closing.contains(&cid.0) {
-            self.closing.push(cid.0);
+        if conn.session.closed().is_some() {
+            if !self.closing.contains(&cid.0) {
+                self.closing.push(cid.0);
+            }
+        } else if !conn.dirty {
+            // A session timeout ended it: its FATAL is still to be flushed.
+            conn.dirty = true;
+            self.dirty.push(cid);
         }
         let (Some((mut link, tracker)), Some(up), Some(key)) = (taken, upstream, key) else {
             return;
