@@ -19,6 +19,7 @@
 //!   oldest ones age out by `pool_idle_timeout`.
 
 pub mod cancel;
+pub mod fair;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
