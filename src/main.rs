@@ -190,6 +190,7 @@ fn load_pool(c: &Config) -> Result<(Arc<PoolSettings>, Arc<reactor::PoolRuntime>
         checkout_timeout: c.pool_checkout_timeout,
         transaction: c.pool_mode == PoolMode::Transaction,
         max_prepared: c.max_prepared_statements as usize,
+        tenant_max_servers: c.tenant_max_servers,
     };
     let rt = reactor::PoolRuntime {
         pool_size: c.pool_size,
