@@ -47,6 +47,7 @@ it:
 	PGVPD_CASE_TIMEOUT=$${PGVPD_CASE_TIMEOUT:-300} $(CARGO) test --test txn
 	$(CARGO) test --test resolvers
 	$(CARGO) test --test tenants
+	$(CARGO) test --test fair
 	$(CARGO) test --test admin
 
 test: check unit fuzz-regressions it

@@ -143,6 +143,7 @@ pub fn pool_settings(c: &Config) -> Result<PoolSettings, String> {
         checkout_timeout: c.pool_checkout_timeout,
         transaction: c.pool_mode == PoolMode::Transaction,
         max_prepared: c.max_prepared_statements as usize,
+        tenant_max_servers: c.tenant_max_servers,
     })
 }
 
