@@ -48,6 +48,7 @@ it:
 	$(CARGO) test --test resolvers
 	$(CARGO) test --test tenants
 	$(CARGO) test --test timeouts
+	$(CARGO) test --test fair
 	$(CARGO) test --test admin
 
 test: check unit fuzz-regressions it

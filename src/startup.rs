@@ -133,6 +133,7 @@ pub fn pool_settings(c: &Config, auth_key: &[u8; 32]) -> Result<PoolSettings, St
         checkout_timeout: c.pool_checkout_timeout,
         transaction: c.pool_mode == PoolMode::Transaction,
         max_prepared: c.max_prepared_statements as usize,
+        tenant_max_servers: c.tenant_max_servers,
     })
 }
 

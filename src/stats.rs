@@ -46,6 +46,9 @@ pub struct Stats {
     pub pool_timeouts: AtomicU64,
     /// Pooled clients moved to the worker that owns their pool key.
     pub pool_handoffs: AtomicU64,
+    /// Checkouts queued because their tenant held `tenant_max_servers`
+    /// servers of the pool (with its waiters ahead) already.
+    pub pool_tenant_cap_waits: AtomicU64,
     /// Transaction mode: context steps that failed (client closed, server dropped).
     pub tx_step_failures: AtomicU64,
     /// Transaction mode: transactions served with the context step skipped
@@ -103,6 +106,7 @@ impl Stats {
             pool_discards: AtomicU64::new(0),
             pool_timeouts: AtomicU64::new(0),
             pool_handoffs: AtomicU64::new(0),
+            pool_tenant_cap_waits: AtomicU64::new(0),
             tx_step_failures: AtomicU64::new(0),
             tx_step_skips: AtomicU64::new(0),
             tx_returns: AtomicU64::new(0),

@@ -128,6 +128,11 @@ pub const OWN_COUNTERS: &[(&str, &str, Field)] = &[
         |s| &s.pool_handoffs,
     ),
     (
+        "pool_tenant_cap_waits",
+        "Pool checkouts that waited because their tenant held tenant_max_servers servers of the pool.",
+        |s| &s.pool_tenant_cap_waits,
+    ),
+    (
         "tx_step_failures",
         "Transaction mode: context steps that failed (client closed, server dropped).",
         |s| &s.tx_step_failures,

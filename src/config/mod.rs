@@ -199,6 +199,8 @@ pub struct Config {
     pub tenant_key: Option<String>,
     pub tenant_max_connections: Option<u32>,
     pub tenant_rate_limit: Option<u32>,
+    /// Pool modes: most servers of one pool a tenant holds at once (unset: no cap).
+    pub tenant_max_servers: Option<u32>,
     pub tenant_query_timeout: Option<Duration>,
     // --- new in this implementation ---
     /// Reactor threads (default 1).
@@ -273,6 +275,7 @@ impl Default for Config {
             tenant_key: None,
             tenant_max_connections: None,
             tenant_rate_limit: None,
+            tenant_max_servers: None,
             tenant_query_timeout: None,
             workers: 1,
             upstream_connect_timeout: Duration::from_secs(5),
@@ -351,6 +354,7 @@ impl fmt::Debug for Config {
             tenant_key,
             tenant_max_connections,
             tenant_rate_limit,
+            tenant_max_servers,
             tenant_query_timeout,
             workers,
             upstream_connect_timeout,
@@ -412,6 +416,7 @@ impl fmt::Debug for Config {
             .field("tenant_key", tenant_key)
             .field("tenant_max_connections", tenant_max_connections)
             .field("tenant_rate_limit", tenant_rate_limit)
+            .field("tenant_max_servers", tenant_max_servers)
             .field("tenant_query_timeout", tenant_query_timeout)
             .field("workers", workers)
             .field("upstream_connect_timeout", upstream_connect_timeout)

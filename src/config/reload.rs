@@ -35,6 +35,7 @@ pub const RELOADABLE: &[&str] = &[
     "pool_password",
     "pool_allow_insecure_cleartext",
     "pool_roles",
+    "tenant_max_servers",
     "resolvers",
     "resolver_search_path",
     "resolver_cache_size",

@@ -18,7 +18,8 @@
 //!    whose prefix is not reserved ([`RESERVED_PREFIXES`]), no duplicates (case-insensitively,
 //!    as PostgreSQL folds these names);
 //! 8. `set_role`: non-empty, at most 63 bytes, no NUL; `superuser_bypass` items non-empty;
-//! 9. `tenant_max_connections`, `tenant_rate_limit` > 0 when set; `tenant_key` is one of
+//! 9. `tenant_max_connections`, `tenant_rate_limit`, `tenant_max_servers` > 0 when set
+//!    (`tenant_max_servers` at or above `pool_size` is allowed: no effect); `tenant_key` is one of
 //!    `context_variables`; `resolver_search_path`: non-empty, no NUL;
 //! 10. `query_timeout` and its pgvpd 1.0 name `tenant_query_timeout` not set to different
 //!     values;
@@ -201,6 +202,12 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be > 0 (unset it for no limit)".into(),
         ));
     }
+    if c.tenant_max_servers == Some(0) {
+        return Err(err(
+            "tenant_max_servers",
+            "must be > 0 (unset it for no cap)".into(),
+        ));
+    }
     if let Some(k) = &c.tenant_key
         && !c.context_variables.iter().any(|v| v == k)
     {
@@ -377,6 +384,21 @@ mod tests {
             };
             validate(&c).unwrap();
         }
+    }
+
+    #[test]
+    fn tenant_max_servers_above_pool_size_is_allowed() {
+        // Documented as having no effect, not an error (the cap of one
+        // tenant is meaningful only below the pool's size).
+        validate(&Config {
+            pool_mode: PoolMode::Transaction,
+            pool_password: Some("p".into()),
+            upstream_password: Some("u".into()),
+            pool_size: 2,
+            tenant_max_servers: Some(5),
+            ..Config::default()
+        })
+        .unwrap();
     }
 
     #[test]
@@ -712,6 +734,14 @@ mod tests {
                 },
                 "value_separator",
                 "must not be empty",
+            ),
+            (
+                Config {
+                    tenant_max_servers: Some(0),
+                    ..pooled()
+                },
+                "tenant_max_servers",
+                "must be > 0",
             ),
             (
                 Config {

@@ -164,6 +164,10 @@ pub struct ServerLink {
     /// Its place in the pool: given back when the link is dropped, wherever
     /// it is (the pool's idle stack, a client session, a release).
     pub slot: Option<crate::pool::Slot>,
+    /// The tenant holding this server (`tenant_max_servers`): set while it
+    /// is lent to (or promised to, or parked with) a tenant's client,
+    /// dropped when it goes back to the pool or is dropped itself.
+    pub hold: Option<crate::pool::TenantHold>,
     /// Transaction mode: the client whose context the server carries (the
     /// last client a context step ran for); None once reset.
     pub context_of: Option<u64>,
@@ -213,6 +217,7 @@ impl ServerLink {
             created: now,
             idle_since: None,
             slot: None,
+            hold: None,
             context_of: None,
             prepared: Vec::new(),
             client_stmts: VecDeque::new(),

@@ -43,6 +43,11 @@ pub struct PoolSettings {
     /// Transaction mode: named statements per client and per server (0:
     /// refused with 0A000).
     pub max_prepared: usize,
+    /// `tenant_max_servers`: most servers one tenant holds at once in one
+    /// pool (None: no cap). Read from each session's own settings at every
+    /// checkout ([`Session::pool_want`]), so a configuration swapped in for
+    /// new sessions applies to their checkouts.
+    pub tenant_max_servers: Option<u32>,
 }
 
 /// The relay with a lent server.
@@ -234,6 +239,15 @@ impl Session {
         }
     }
 
+    /// What the pool needs besides the key: the client's tenant and its
+    /// cap (`tenant_max_servers` of this session's configuration).
+    pub fn pool_want(&self) -> crate::pool::Want<'_> {
+        crate::pool::Want {
+            tenant: &self.info.tenant,
+            cap: self.cfg.pool.as_ref().and_then(|p| p.tenant_max_servers),
+        }
+    }
+
     /// True while queued for a server.
     pub fn pool_waiting(&self) -> bool {
         matches!(self.phase, Phase::PoolWait(_) | Phase::TxWait)
@@ -373,11 +387,15 @@ impl Session {
             .as_ref()
             .map(|p| p.checkout_timeout.as_secs())
             .unwrap_or(0);
+        let full = match self.cfg.pool.as_ref().and_then(|p| p.tenant_max_servers) {
+            Some(n) => format!("pool_size or tenant_max_servers = {n} reached"),
+            None => "pool_size reached".to_string(),
+        };
         self.fail(
             "53300",
             &format!(
                 "pool checkout timeout: no server for database \"{}\" within {secs}s \
-                 (pool_size reached, or the pools are paused)",
+                 ({full}, or the pools are paused)",
                 self.info.database
             ),
             CloseReason::PoolTimeout,

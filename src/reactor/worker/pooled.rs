@@ -20,7 +20,8 @@ use mio::{Interest, Registry};
 use super::{Conn, Upstream, Worker, fresh_nonce};
 use crate::conn::server::{LinkEvent, LinkFailure, QueryKind, ServerLink, UpstreamSecret};
 use crate::conn::{CloseReason, Side};
-use crate::pool::{Checkin, Checkout, PoolKey, Slot};
+use crate::log::Bytes;
+use crate::pool::{Checkin, Checkout, PoolKey, Slot, TenantHold};
 use crate::reactor::PoolRuntime;
 use crate::reactor::token::{self, LINK};
 use crate::reactor::transport::{Io, Ready, Transport};
@@ -116,12 +117,31 @@ impl Worker {
         };
         conn.pool_key = Some(key.clone());
         let prefer = conn.last_link;
-        match self.pools.checkout(&key, cid, prefer, now) {
-            Checkout::Server(lid) => self.lend(lid, cid, false, now),
-            Checkout::Queued { create: Some(slot) } => self.create_link(key, slot, now),
-            Checkout::Queued { create: None } => {
-                debug!("pool_wait", key_db = key.database, key_role = key.role);
-                self.steal_parked(&key, now);
+        let want = conn.session.pool_want();
+        match self.pools.checkout(&key, cid, want, prefer, now) {
+            Checkout::Server(lid, hold) => self.lend(lid, cid, Some(hold), false, now),
+            Checkout::Queued { capped } => {
+                debug!(
+                    "pool_wait",
+                    conn = conn.id,
+                    key_db = key.database,
+                    key_role = key.role,
+                    tenant = Bytes(want.tenant.as_bytes()),
+                    capped = capped
+                );
+                if capped {
+                    // Its tenant holds its cap: nothing is created for it;
+                    // a server parked with an idle client of the same
+                    // tenant goes back (and serves the next waiter that may
+                    // take it once reset; another idle one may serve it now).
+                    stats::inc(&STATS.pool_tenant_cap_waits);
+                    let tenant = want.tenant.to_owned();
+                    if self.steal_parked(&key, Some(&tenant), now) {
+                        self.dispatch_idle(&key, now);
+                    }
+                } else {
+                    self.serve_waiters(&key, now);
+                }
             }
         }
     }
@@ -131,11 +151,17 @@ impl Worker {
     /// parked with its client (whose next transaction then costs nothing)
     /// until a waiter needs it.
     fn on_return(&mut self, cid: Id, now: Instant) {
-        let Some(key) = self.slab.get(cid.0, cid.1).and_then(|c| c.pool_key.clone()) else {
+        let Some(conn) = self.slab.get(cid.0, cid.1) else {
             return;
         };
-        if self.pools.has_waiters(&key) {
+        let Some(key) = conn.pool_key.clone() else {
+            return;
+        };
+        // Given back when a waiter can use it: one whose tenant is below its
+        // cap, or one of this client's tenant (whose count goes down).
+        if self.pools.wants_server(&key, &conn.session.info.tenant) {
             self.give_back(cid, now);
+            self.dispatch_idle(&key, now);
             return;
         }
         stats::inc(&STATS.tx_parks);
@@ -156,24 +182,49 @@ impl Worker {
         queue.push_back(cid);
     }
 
-    /// A waiter needs a server and the key is full: take one parked with
-    /// an idle client, oldest first. True when one went back.
-    fn steal_parked(&mut self, key: &PoolKey, now: Instant) -> bool {
-        // Bounded: each round removes one entry.
-        while let Some(cid) = self.parked.get_mut(key).and_then(|q| q.pop_front()) {
-            let parked = match self.slab.get_mut(cid.0, cid.1) {
+    /// A waiter needs a server and none is free: take one parked with an
+    /// idle client, oldest first; with `tenant`, only one of that tenant's
+    /// clients (its waiter is at the tenant's cap, so only that tenant's
+    /// give-back can serve it). Entries of clients no longer parked are
+    /// dropped on the way. True when one went back.
+    fn steal_parked(&mut self, key: &PoolKey, tenant: Option<&str>, now: Instant) -> bool {
+        let Some(queue) = self.parked.get_mut(key) else {
+            return false;
+        };
+        let mut found = None;
+        let mut i = 0;
+        // Bounded: each round removes an entry or steps past one.
+        while let Some(&cid) = queue.get(i) {
+            match self.slab.get_mut(cid.0, cid.1) {
+                Some(c) if c.session.tx_parked() => {
+                    if tenant.is_some_and(|t| c.session.info.tenant != t) {
+                        i += 1;
+                        continue;
+                    }
+                    c.parked_queued = false;
+                    queue.remove(i);
+                    found = Some(cid);
+                    break;
+                }
                 Some(c) => {
                     c.parked_queued = false;
-                    c.session.tx_parked()
+                    queue.remove(i);
                 }
-                None => false,
-            };
-            if parked {
-                self.give_back(cid, now);
-                return true;
+                None => {
+                    queue.remove(i);
+                }
             }
         }
-        false
+        if queue.is_empty() {
+            self.parked.remove(key);
+        }
+        match found {
+            Some(cid) => {
+                self.give_back(cid, now);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Opens a new server connection for `key` (it joins the pool when idle).
@@ -253,9 +304,11 @@ impl Worker {
     }
 
     /// Lends idle link `lid` to client `cid` (or to the next waiter if `cid`
-    /// is gone); `checked`: its check query has just run.
-    fn lend(&mut self, lid: Id, cid: Id, checked: bool, now: Instant) {
-        let (mut lid, mut cid, mut checked) = (lid, cid, checked);
+    /// is gone) with `hold`, the count of `cid`'s tenant (None: the link
+    /// carries it already, promised while its check query ran); `checked`:
+    /// its check query has just run.
+    fn lend(&mut self, lid: Id, cid: Id, hold: Option<TenantHold>, checked: bool, now: Instant) {
+        let (mut lid, mut cid, mut checked, mut hold) = (lid, cid, checked, hold);
         // Bounded: each round removes one waiter from the queue.
         loop {
             let alive = self
@@ -265,18 +318,27 @@ impl Worker {
             if alive {
                 break;
             }
-            let Some(lc) = self.links.get(lid.0, lid.1) else {
+            let Some(lc) = self.links.get_mut(lid.0, lid.1) else {
                 return;
             };
+            // The gone client's tenant holds it no more.
+            lc.link.hold = None;
+            drop(hold.take());
             let key = lc.key.clone();
             match self.pools.checkin(&key, lid, now) {
-                Checkin::Lend(l, c) => {
+                Checkin::Lend(l, c, h) => {
                     checked &= l == lid;
                     lid = l;
                     cid = c;
+                    hold = Some(h);
                 }
                 Checkin::Idle => return,
             }
+        }
+        if let Some(h) = hold
+            && let Some(lc) = self.links.get_mut(lid.0, lid.1)
+        {
+            lc.link.hold = Some(h);
         }
         let Some(rt) = self.rt() else {
             return;
@@ -314,17 +376,22 @@ impl Worker {
             return;
         }
         let registry = self.poll.registry();
-        let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
-            return;
-        };
         if let Err(e) = registry.reregister(
             lc.transport.stream_mut(),
             token::encode(cid.0, cid.1, Side::Server),
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!("link_reregister_failed", error = e);
-            return; // lc dropped: socket closed, slot released
+            // Dropped: socket closed, slot and hold released; the client
+            // waits for another.
+            let key = lc.key.clone();
+            drop(lc);
+            self.requeue_or_serve(&key, cid, now);
+            return;
         }
+        let Some(conn) = self.slab.get_mut(cid.0, cid.1) else {
+            return;
+        };
         let pid = match conn.cancel_pid {
             Some((pid, s)) => {
                 rt.cancel.set_backend(pid, lc.link.backend_key.clone());
@@ -411,12 +478,17 @@ impl Worker {
             return;
         };
         let transport = up.transport;
+        // Back to the pool: its tenant holds it no more.
+        link.hold = None;
         link.begin_release(
             tracker,
             &[(QueryKind::Plain, rt.reset_query.as_bytes())],
             now,
         );
-        self.insert_returned(key, link, transport, up.ready.hup);
+        self.insert_returned(key.clone(), link, transport, up.ready.hup);
+        // A waiter of that tenant may take an idle server now (none is
+        // created for it: this one comes back once reset).
+        self.dispatch_idle(&key, now);
     }
 
     /// A link taken back from a client goes to the `links` slab (its id for
@@ -477,6 +549,9 @@ impl Worker {
         };
         stats::inc(&STATS.tx_returns);
         let transport = up.transport;
+        // Back to the pool (the caller serves the queue): its tenant holds
+        // it no more.
+        link.hold = None;
         // The client changed session state itself: its next transaction
         // gets the step again; dropped statements are prepared again.
         if tracker.session_state_changed() {
@@ -514,17 +589,17 @@ impl Worker {
     /// The client `cid` was promised a server that turned out unusable: it
     /// goes back to the head of the queue and a server is made for it.
     fn requeue_or_serve(&mut self, key: &PoolKey, cid: Id, now: Instant) {
-        if self
-            .slab
-            .get(cid.0, cid.1)
-            .is_some_and(|c| c.session.pool_waiting())
+        if let Some(c) = self.slab.get(cid.0, cid.1)
+            && c.session.pool_waiting()
         {
-            self.pools.requeue_front(key, cid, now);
+            self.pools
+                .requeue_front(key, cid, c.session.pool_want(), now);
         }
         self.serve_waiters(key, now);
     }
 
-    /// A creation for `key` failed: the first waiter gets the error.
+    /// A creation for `key` failed: the next waiter that could have taken
+    /// the server gets the error.
     fn creation_failed(&mut self, key: &PoolKey, f: &LinkFailure, now: Instant) {
         if let Some(n) = self.creating.get_mut(key) {
             *n = n.saturating_sub(1);
@@ -567,20 +642,33 @@ impl Worker {
         }
     }
 
-    /// Creates servers for queued clients while the key has room; when it
-    /// has none, takes back servers parked with idle clients.
+    /// Serves the queue of `key`: idle servers to waiters that may take one
+    /// (after a tenant gave one back), then servers created for the waiters
+    /// that could take one (tenants at their cap make the pool grow no
+    /// further) while the key has room; when it has none, servers parked
+    /// with idle clients are taken back.
     pub(super) fn serve_waiters(&mut self, key: &PoolKey, now: Instant) {
-        let waiting = self.pools.stats(key).waiting;
+        self.dispatch_idle(key, now);
+        let servable = self.pools.servable(key);
         let creating = self.creating.get(key).copied().unwrap_or(0) as usize;
-        for _ in creating..waiting {
+        for _ in creating..servable {
             match self.pools.try_slot(key) {
                 Some(slot) => self.create_link(key.clone(), slot, now),
                 None => {
-                    if !self.steal_parked(key, now) {
+                    if !self.steal_parked(key, None, now) {
                         break;
                     }
                 }
             }
+        }
+    }
+
+    /// Lends idle servers of `key` to the waiters that may take one (a
+    /// tenant's count went down while servers sat idle).
+    fn dispatch_idle(&mut self, key: &PoolKey, now: Instant) {
+        // Bounded: each round takes one idle server.
+        while let Some((lid, cid, hold)) = self.pools.dispatch(key) {
+            self.lend(lid, cid, Some(hold), false, now);
         }
     }
 
@@ -717,8 +805,9 @@ impl Worker {
             }
         }
         if let Some(cid) = lc.lend_to.take() {
-            // Its check query was just answered: lend it without another.
-            self.lend(lid, cid, true, now);
+            // Its check query was just answered: lend it without another
+            // (its hold is in the link since the promise).
+            self.lend(lid, cid, None, true, now);
             return;
         }
         if rt
@@ -730,7 +819,7 @@ impl Worker {
             return;
         }
         match self.pools.checkin(&key, lid, now) {
-            Checkin::Lend(l, c) => self.lend(l, c, false, now),
+            Checkin::Lend(l, c, h) => self.lend(l, c, Some(h), false, now),
             Checkin::Idle => {}
         }
     }
@@ -823,7 +912,7 @@ impl Worker {
         }
         if let Some(key) = conn.pool_key.clone() {
             if conn.session.pool_waiting() {
-                self.pools.cancel_wait(&key, cid);
+                self.pools.cancel_wait(&key, cid, &conn.session.info.tenant);
             }
             // A server it held (if any) is closed with it: refill for waiters.
             self.serve_waiters(&key, now);
