@@ -977,24 +977,28 @@ fn admin_post_needs_token(ctx: &Ctx) {
     drop(p);
 }
 
+/// A proxy with the admin API and `extra` in its config, in passthrough or
+/// transaction mode; its port for the admin API and the tenants' password.
+fn reload_proxy(ctx: &Ctx, pooled: bool, extra: &str) -> (Proxy, u16, &'static str) {
+    let port = free_port();
+    let conf = format!("admin_port = {port}\nadmin_token = {TOKEN}\n{extra}\n");
+    if pooled {
+        let p = pooled_proxy(ctx, "transaction", &conf);
+        wait_admin(local(port));
+        (p, port, common::pooled::POOL_PASSWORD)
+    } else {
+        let p = ctx.proxy(&conf);
+        wait_admin(local(port));
+        (p, port, APP_PASSWORD)
+    }
+}
+
 /// Issue 7: add a tenant to `tenant_deny` and reload (SIGHUP, then POST
 /// /reload): new sessions are refused, sessions already open keep working;
 /// a key that cannot be reloaded keeps its running value with a warning.
 fn reload_tenant_deny(ctx: &Ctx) {
     for pooled in [false, true] {
-        let port = free_port();
-        let conf = format!("admin_port = {port}\nadmin_token = {TOKEN}\ntenant_deny = blocked\n");
-        let p = if pooled {
-            pooled_proxy(ctx, "transaction", &conf)
-        } else {
-            ctx.proxy(&conf)
-        };
-        wait_admin(local(port));
-        let pw = if pooled {
-            common::pooled::POOL_PASSWORD
-        } else {
-            APP_PASSWORD
-        };
+        let (p, port, pw) = reload_proxy(ctx, pooled, "tenant_deny = blocked");
         let login = |t: &str| RawConn::login(p.port, &format!("app_user.{t}"), DB, Some(pw));
         let mut open = login("acme").expect("acme before the reload");
         assert_eq!(
@@ -1054,19 +1058,7 @@ fn reload_tenant_deny(ctx: &Ctx) {
 /// without one.
 fn reload_query_timeout(ctx: &Ctx) {
     for pooled in [false, true] {
-        let port = free_port();
-        let conf = format!("admin_port = {port}\nadmin_token = {TOKEN}\nquery_timeout = 0\n");
-        let p = if pooled {
-            pooled_proxy(ctx, "transaction", &conf)
-        } else {
-            ctx.proxy(&conf)
-        };
-        wait_admin(local(port));
-        let pw = if pooled {
-            common::pooled::POOL_PASSWORD
-        } else {
-            APP_PASSWORD
-        };
+        let (p, port, pw) = reload_proxy(ctx, pooled, "query_timeout = 0");
         let login = |t: &str| RawConn::login(p.port, &format!("app_user.{t}"), DB, Some(pw));
         let mut before = login("acme").expect("acme before the reload");
         assert_eq!(before.query_one("SELECT 1").as_deref(), Some("1"));

@@ -1107,24 +1107,36 @@ fn start_upstream_tls(conn: &mut Conn, settings: &WorkerSettings, now: Instant) 
     let Some(u) = conn.server.as_mut() else {
         return;
     };
+    match upgrade_upstream(&mut u.transport, settings) {
+        Ok(()) => u.tls_pending = true,
+        Err(e) => conn.session.handle_server_tls_failed(&e, now),
+    }
+}
+
+/// Starts TLS toward the upstream on `t` (a tenant's server, a pooled link
+/// or the proxy's own cancel connection): `Err` says why it cannot.
+pub(super) fn upgrade_upstream(t: &mut Transport, settings: &WorkerSettings) -> Result<(), String> {
     let (Some(cfg), Some(name)) = (
         settings.tls_client.as_ref(),
         settings.upstream_name.as_ref(),
     ) else {
-        conn.session
-            .handle_server_tls_failed("upstream TLS is not configured", now);
-        return;
+        return Err("upstream TLS is not configured".to_string());
     };
-    let c = match rustls::ClientConnection::new(cfg.clone(), name.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            conn.session.handle_server_tls_failed(&e.to_string(), now);
-            return;
-        }
-    };
-    match u.transport.upgrade(rustls::Connection::Client(c), &[]) {
-        Ok(()) => u.tls_pending = true,
-        Err(e) => conn.session.handle_server_tls_failed(&e, now),
+    let c = rustls::ClientConnection::new(cfg.clone(), name.clone()).map_err(|e| e.to_string())?;
+    t.upgrade(rustls::Connection::Client(c), &[])
+}
+
+/// A non-blocking connect on `t`: Ok(true) connected, Ok(false) still
+/// connecting, Err failed.
+pub(super) fn connect_result(t: &Transport) -> io::Result<bool> {
+    let stream = t.stream();
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -8,12 +8,10 @@
 //! session (`Session::handle_cancel_done`), whose `QueryCancel` timer bounds
 //! the whole call (connect included), so the socket needs no timer here.
 
-use std::io;
-
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 
-use super::{Conn, Worker};
+use super::{Conn, Worker, connect_result};
 use crate::conn::cancel::{CallEnd, CancelCall};
 use crate::reactor::WorkerSettings;
 use crate::reactor::token;
@@ -179,11 +177,13 @@ pub(super) fn drive(
             break;
         }
         if c.call.take_start_tls() {
-            match start_tls(&mut c.transport, settings) {
+            match super::upgrade_upstream(&mut c.transport, settings) {
                 Ok(()) => c.tls_pending = true,
-                Err(()) => c
-                    .call
-                    .handle_failed("TLS with the upstream server failed to start"),
+                Err(e) => {
+                    debug!("cancel_tls_failed", error = e);
+                    c.call
+                        .handle_failed("TLS with the upstream server failed to start");
+                }
             }
             moved = true;
         }
@@ -260,29 +260,4 @@ pub(super) fn drive(
         progress = true;
     }
     progress
-}
-
-/// Ok(true): connected; Ok(false): still connecting; Err: failed.
-fn connect_result(t: &Transport) -> io::Result<bool> {
-    let stream = t.stream();
-    if let Some(e) = stream.take_error()? {
-        return Err(e);
-    }
-    match stream.peer_addr() {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn start_tls(t: &mut Transport, settings: &WorkerSettings) -> Result<(), ()> {
-    let (Some(cfg), Some(name)) = (
-        settings.tls_client.as_ref(),
-        settings.upstream_name.as_ref(),
-    ) else {
-        return Err(());
-    };
-    let c = rustls::ClientConnection::new(cfg.clone(), name.clone()).map_err(|_| ())?;
-    t.upgrade(rustls::Connection::Client(c), &[])
-        .map_err(|_| ())
 }

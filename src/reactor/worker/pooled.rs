@@ -10,14 +10,13 @@
 //! owner before its first checkout (`handoff`), so a key's servers, waiters
 //! and clients are all on one worker.
 
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 
-use super::{Conn, Upstream, Worker, fresh_nonce};
+use super::{Conn, Upstream, Worker, connect_result, fresh_nonce};
 use crate::conn::server::{LinkEvent, LinkFailure, QueryKind, ServerLink, UpstreamSecret};
 use crate::conn::{CloseReason, Side};
 use crate::log::Bytes;
@@ -966,19 +965,6 @@ fn sync_link_deadline(
     }
 }
 
-/// Ok(true): connected; Ok(false): still connecting; Err: failed.
-fn connect_result(t: &Transport) -> io::Result<bool> {
-    let stream = t.stream();
-    if let Some(e) = stream.take_error()? {
-        return Err(e);
-    }
-    match stream.peer_addr() {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Tries the next upstream address; false when none is left.
 fn reconnect(
     lc: &mut LinkConn,
@@ -1009,19 +995,9 @@ fn reconnect(
 }
 
 fn start_link_tls(lc: &mut LinkConn, settings: &crate::reactor::WorkerSettings) {
-    let (Some(cfg), Some(name)) = (
-        settings.tls_client.as_ref(),
-        settings.upstream_name.as_ref(),
-    ) else {
-        lc.link.handle_tls_failed("upstream TLS is not configured");
-        return;
-    };
-    match rustls::ClientConnection::new(cfg.clone(), name.clone()) {
-        Ok(c) => match lc.transport.upgrade(rustls::Connection::Client(c), &[]) {
-            Ok(()) => lc.tls_pending = true,
-            Err(e) => lc.link.handle_tls_failed(&e),
-        },
-        Err(e) => lc.link.handle_tls_failed(&e.to_string()),
+    match super::upgrade_upstream(&mut lc.transport, settings) {
+        Ok(()) => lc.tls_pending = true,
+        Err(e) => lc.link.handle_tls_failed(&e),
     }
 }
 
