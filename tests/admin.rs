@@ -38,6 +38,7 @@ const CASES: &[Case] = &[
     ("admin_http_limits", admin_http_limits),
     ("admin_slow_clients", admin_slow_clients),
     ("admin_pool_bucket_labels", admin_pool_bucket_labels),
+    ("admin_capped_waiters_leave", admin_capped_waiters_leave),
     ("admin_post_needs_token", admin_post_needs_token),
     ("reload_tenant_deny", reload_tenant_deny),
     (
@@ -904,6 +905,52 @@ fn admin_pool_bucket_labels(ctx: &Ctx) {
     drop(c);
     drop(p);
     ctx.cluster.sql("DROP DATABASE \"db\"\"x\" WITH (FORCE)");
+}
+
+/// The queue holds only clients that still wait: a tenant at its
+/// `tenant_max_servers` whose extra logins time out leaves no entries behind
+/// (they would count as waiting, make the pool create servers for nobody and
+/// be served later), and another tenant is served meanwhile.
+fn admin_capped_waiters_leave(ctx: &Ctx) {
+    let (p, port) = pooled_admin(ctx, "tenant_max_servers = 1\npool_checkout_timeout = 1");
+    let mut holder = pooled_login(&p, "app_user.tenant_a");
+    assert_eq!(holder.query_one("SELECT 1").as_deref(), Some("1"));
+    for i in 0..3 {
+        let Err(e) = RawConn::login(
+            p.port,
+            "app_user.tenant_a",
+            DB,
+            Some(common::pooled::POOL_PASSWORD),
+        ) else {
+            panic!("login {i}: tenant_a is at its cap, yet it got a server");
+        };
+        assert_eq!(e.code, "53300", "login {i}: {e:?}");
+        assert!(e.message.contains("tenant_max_servers = 1"), "{e:?}");
+    }
+    tenant_session(&p, "tenant_b");
+    // Workers publish their pools once a second.
+    let waiting = |body: &str| -> Vec<String> {
+        body.lines()
+            .filter(|l| l.starts_with("pgvpd_pool_clients_waiting{"))
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = waiting(&get(port, "/metrics").body);
+        let settled = !lines.is_empty() && lines.iter().all(|l| l.ends_with(" 0"));
+        if settled || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.ends_with(" 0")),
+        "clients that gave up still count as waiting: {lines:?}"
+    );
+    assert_eq!(holder.query_one("SELECT 2").as_deref(), Some("2"));
+    drop(holder);
+    drop(p);
 }
 
 // ------------------------------------------------- POST endpoints and reload

@@ -329,16 +329,19 @@ impl<C: Copy + Eq> FairQueue<C> {
             || self.any_eligible()
     }
 
-    /// Waiters queued at or before `cutoff`, taken out of the queue.
-    pub fn expire(&mut self, cutoff: Instant) -> Vec<C> {
+    /// Waiters queued at or before `cutoff`, taken out of the queue, in the
+    /// order they were queued (`since`).
+    pub fn expire(&mut self, cutoff: Instant) -> Vec<(Instant, C)> {
         let mut out = Vec::new();
         for t in self.tenants.values_mut() {
             while t.waiters.front().is_some_and(|w| w.since <= cutoff) {
                 if let Some(w) = t.waiters.pop_front() {
-                    out.push(w.client);
+                    out.push((w.since, w.client));
                 }
             }
         }
+        // Stable: clients queued at the same instant keep their tenant's order.
+        out.sort_by_key(|(since, _)| *since);
         self.waiting = self.waiting.saturating_sub(out.len());
         let tenants = &self.tenants;
         self.ring
@@ -537,13 +540,15 @@ mod tests {
         q.push(2, w("b", None), s(2), 1);
         q.push(3, w("a", None), s(3), 1);
         assert_eq!(q.oldest(), Some(s(1)));
-        let mut gone = q.expire(s(2));
-        gone.sort_unstable();
-        assert_eq!(gone, vec![1, 2]);
+        assert_eq!(
+            q.expire(s(2)),
+            vec![(s(1), 1), (s(2), 2)],
+            "in arrival order"
+        );
         q.check();
         assert_eq!(q.len(), 1);
         assert_eq!(q.tenants(), 1);
-        assert_eq!(q.expire(s(9)), vec![3]);
+        assert_eq!(q.expire(s(9)), vec![(s(3), 3)]);
         assert_eq!(q.tenants(), 0);
     }
 

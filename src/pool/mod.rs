@@ -272,15 +272,17 @@ impl<S: Copy + Eq, C: Copy + Eq> Pools<S, C> {
         self.keys.get(key).is_some_and(|k| !k.waiters.is_empty())
     }
 
-    /// Waiters queued at or before `cutoff`, removed from their queues.
+    /// Waiters queued at or before `cutoff`, removed from their queues, in
+    /// the order they were queued (over all keys and tenants).
     pub fn expired_waiters(&mut self, cutoff: Instant) -> Vec<(PoolKey, C)> {
         let mut out = Vec::new();
         for (key, kp) in &mut self.keys {
-            for c in kp.waiters.expire(cutoff) {
-                out.push((key.clone(), c));
+            for (since, c) in kp.waiters.expire(cutoff) {
+                out.push((since, key.clone(), c));
             }
         }
-        out
+        out.sort_by_key(|(since, _, _)| *since);
+        out.into_iter().map(|(_, k, c)| (k, c)).collect()
     }
 
     /// When the oldest waiter's `since` is, over all keys (for the timer).

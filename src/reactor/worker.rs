@@ -267,7 +267,6 @@ impl Worker {
             self.accept(now);
             self.expire(now);
             if self.settings.pool.is_some() {
-                self.sync_pause(now);
                 self.reap(now);
                 self.pool_requests(now);
                 self.drive_links(now);
@@ -349,9 +348,10 @@ impl Worker {
         snap.publish(self.id, buckets);
     }
 
-    /// Pool modes: takes up a change of `Shared::paused` (one atomic load per
-    /// loop turn; `Control::set_paused` wakes the worker).
-    fn sync_pause(&mut self, now: Instant) {
+    /// Pool modes: takes up a change of `Shared::paused` (one atomic load
+    /// before each batch of pool requests; `Control::set_paused` wakes the
+    /// worker).
+    pub(super) fn sync_pause(&mut self, now: Instant) {
         let paused = self.shared.paused.load(Ordering::Acquire);
         if paused == self.paused {
             return;

@@ -74,8 +74,12 @@ impl Worker {
         self.settings.pool.clone()
     }
 
-    /// Handles what client drives asked for.
+    /// Handles what client drives asked for, after taking up a pause or
+    /// resume (so no checkout is served after `POST /pause` returned).
     pub(super) fn pool_requests(&mut self, now: Instant) {
+        if self.settings.pool.is_some() {
+            self.sync_pause(now);
+        }
         for req in std::mem::take(&mut self.pool_reqs) {
             match req {
                 PoolReq::Checkout(cid) => self.checkout(cid, now),
@@ -86,14 +90,12 @@ impl Worker {
     }
 
     fn checkout(&mut self, cid: Id, now: Instant) {
-        if self
-            .shared
-            .paused
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            // POST /pause: held until the resume (or the client's checkout
-            // timeout). Entries of clients no longer waiting are dropped once
-            // they outnumber the clients, so the list stays bounded.
+        if self.paused {
+            // POST /pause (as this worker took it up, so a pause, resume and
+            // pause between two loop turns cannot leave a client queued):
+            // held until the resume (or the client's checkout timeout).
+            // Entries of clients no longer waiting are dropped once they
+            // outnumber the clients, so the list stays bounded.
             self.held_checkouts.push(cid);
             if self.held_checkouts.len() > self.slab.len() {
                 let slab = &self.slab;
@@ -591,6 +593,11 @@ impl Worker {
         if let Some(c) = self.slab.get(cid.0, cid.1)
             && c.session.pool_waiting()
         {
+            if self.paused {
+                // Promised before the pause: held first, not served now.
+                self.held_checkouts.insert(0, cid);
+                return;
+            }
             self.pools
                 .requeue_front(key, cid, c.session.pool_want(), now);
         }
@@ -910,9 +917,11 @@ impl Worker {
             rt.cancel.unregister(pid);
         }
         if let Some(key) = conn.pool_key.clone() {
-            if conn.session.pool_waiting() {
-                self.pools.cancel_wait(&key, cid, &conn.session.info.tenant);
-            }
+            // Unconditionally: a client that stopped waiting (its checkout
+            // timeout, a kill, its own exit) is no longer `pool_waiting` by
+            // the time it is freed, yet its entry would stay in the queue,
+            // counted as waiting and served nothing until a server is offered.
+            self.pools.cancel_wait(&key, cid, &conn.session.info.tenant);
             // A server it held (if any) is closed with it: refill for waiters.
             self.serve_waiters(&key, now);
         }
