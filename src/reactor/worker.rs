@@ -394,14 +394,7 @@ impl Worker {
             conn.session.kill(now);
             killed = killed.saturating_add(1);
             // The FATAL is flushed, then the session closes.
-            settle(
-                conn,
-                slot,
-                generation,
-                &mut self.closing,
-                &mut self.dirty,
-                &mut self.deadlines,
-            );
+            self.settle(slot, generation);
         }
         if killed > 0 {
             info!("tenant_killed", worker = self.id, sessions = killed);
@@ -637,14 +630,7 @@ impl Worker {
             conn.deadline = None;
             conn.session.handle_timeout(now);
             // A timeout may queue an error to flush.
-            settle(
-                conn,
-                slot,
-                generation,
-                &mut self.closing,
-                &mut self.dirty,
-                &mut self.deadlines,
-            );
+            self.settle(slot, generation);
         }
         let live = self.slab.len().saturating_add(self.links.len()).max(16);
         if self.deadlines.len() > live.saturating_mul(4) {
@@ -732,26 +718,24 @@ fn register_client(registry: &Registry, conn: &mut Conn, slot: usize, generation
     }
 }
 
-/// After the session changed outside an I/O event (a timer, an admin
-/// command): closed → freed at the end of the batch; else driven again (it
-/// may have something to flush) with its deadline updated.
-fn settle(
-    conn: &mut Conn,
-    slot: usize,
-    generation: u64,
-    closing: &mut Vec<usize>,
-    dirty: &mut Vec<(usize, u64)>,
-    deadlines: &mut Deadlines,
-) {
-    if conn.session.closed().is_some() {
-        closing.push(slot);
-        return;
+impl Worker {
+    /// After the session changed outside an I/O event (a timer, an admin
+    /// command): closed → freed at the end of the batch; else driven again
+    /// (it may have something to flush) with its deadline updated.
+    fn settle(&mut self, slot: usize, generation: u64) {
+        let Some(conn) = self.slab.get_mut(slot, generation) else {
+            return;
+        };
+        if conn.session.closed().is_some() {
+            self.closing.push(slot);
+            return;
+        }
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push((slot, generation));
+        }
+        sync_deadline(conn, &mut self.deadlines, slot, generation);
     }
-    if !conn.dirty {
-        conn.dirty = true;
-        dirty.push((slot, generation));
-    }
-    sync_deadline(conn, deadlines, slot, generation);
 }
 
 fn sync_deadline(conn: &mut Conn, deadlines: &mut Deadlines, slot: usize, generation: u64) {
