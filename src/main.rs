@@ -117,7 +117,8 @@ fn run(cfg: Config, args: Vec<String>) -> ExitCode {
         tls_client: tls_setup.client.clone(),
         upstream_name: tls_setup.upstream_name.clone(),
         pool: pool_rt,
-        snapshots: Some(Arc::clone(&pool_snapshots)),
+        // Published only for an admin API to read.
+        snapshots: AdminConfig::from_config(&cfg).map(|_| Arc::clone(&pool_snapshots)),
     };
     let workers = match reactor::spawn_workers(
         cfg.workers,

@@ -192,6 +192,7 @@ impl Tenants {
     }
 
     /// The limits in force: (`tenant_max_connections`, `tenant_rate_limit`).
+    #[cfg(test)]
     pub fn limits(&self) -> (Option<u32>, Option<u32>) {
         let l = self.current();
         (l.max_sessions, l.rate)
@@ -206,6 +207,7 @@ impl Tenants {
     }
 
     /// Most tenants tracked at once.
+    #[cfg(test)]
     pub fn cap(&self) -> usize {
         self.cap
     }
@@ -215,10 +217,12 @@ impl Tenants {
     }
 
     /// Number of tenants tracked.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -241,6 +245,7 @@ impl Tenants {
     }
 
     /// Sessions open for `tenant`.
+    #[cfg(test)]
     pub fn sessions(&self, tenant: &str) -> u32 {
         self.lock().get(tenant).map_or(0, |e| e.sessions)
     }
@@ -260,13 +265,22 @@ impl Tenants {
                 return Err(Refused::Registry);
             }
         }
-        let e = map.entry(tenant.to_string()).or_insert_with(|| Entry {
-            sessions: 0,
-            sessions_total: 0,
-            rejected: 0,
-            tokens: limits.capacity(),
-            at: now,
-        });
+        // A known tenant costs no allocation under the lock.
+        if !map.contains_key(tenant) {
+            map.insert(
+                tenant.to_string(),
+                Entry {
+                    sessions: 0,
+                    sessions_total: 0,
+                    rejected: 0,
+                    tokens: limits.capacity(),
+                    at: now,
+                },
+            );
+        }
+        let Some(e) = map.get_mut(tenant) else {
+            return Err(Refused::Registry); // just inserted: unreachable
+        };
         limits.refill(e, now);
         if let Some(max) = limits.max_sessions
             && e.sessions >= max

@@ -33,29 +33,19 @@ impl Kind {
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*` (metric names; label names use the same set without `:`).
-pub fn valid_name(name: &str, colon: bool) -> bool {
+fn valid_name(name: &str, colon: bool) -> bool {
     let ok = |b: u8| b.is_ascii_alphabetic() || b == b'_' || (colon && b == b':');
     let mut bytes = name.bytes();
     bytes.next().is_some_and(ok) && bytes.all(|b| ok(b) || b.is_ascii_digit())
 }
 
-/// Appends `v` escaped for a label value: `\` → `\\`, `"` → `\"`, newline → `\n`.
-pub fn escape_label_value(out: &mut String, v: &str) {
+/// Appends `v` escaped for the text format: `\` → `\\`, newline → `\n`, and
+/// with `quote` (a label value; not a HELP text) `"` → `\"`.
+fn escape(out: &mut String, v: &str, quote: bool) {
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Appends `v` escaped for a HELP text: `\` → `\\`, newline → `\n`.
-pub fn escape_help(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
+            '"' if quote => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
             c => out.push(c),
         }
@@ -108,7 +98,7 @@ impl Family<'_> {
             first = false;
             self.out.push_str(k);
             self.out.push_str("=\"");
-            escape_label_value(self.out, v);
+            escape(self.out, v, true);
             self.out.push('"');
         }
         if !first {
@@ -138,7 +128,7 @@ impl Exposition {
         }
         self.names.push(name.to_owned());
         let _ = write!(self.out, "# HELP {name} ");
-        escape_help(&mut self.out, help);
+        escape(&mut self.out, help, false);
         let _ = writeln!(self.out, "\n# TYPE {name} {}", kind.as_str());
         f(&mut Family {
             name,
@@ -309,10 +299,10 @@ mod tests {
         ];
         for (input, label, help) in cases {
             let mut l = String::new();
-            escape_label_value(&mut l, input);
+            escape(&mut l, input, true);
             assert_eq!(&l, label, "{input:?}");
             let mut h = String::new();
-            escape_help(&mut h, input);
+            escape(&mut h, input, false);
             assert_eq!(&h, help, "{input:?}");
         }
     }
