@@ -190,8 +190,13 @@ impl<C: Copy + Eq> FairQueue<C> {
     /// clients is queued and the tenant is below `want.cap` (the caller has
     /// checked that no other waiter may take a server, [`Self::any_eligible`]).
     pub fn take_now(&mut self, want: Want<'_>, servers: u32) -> Option<TenantHold> {
+        let ok = |t: &Tenant<C>| t.waiters.is_empty() && has_room(want.cap, t.held());
+        // A tenant already known (the common case) costs no allocation.
+        if let Some(t) = self.tenants.get(want.tenant) {
+            return ok(t).then(|| t.hold());
+        }
         let t = self.entry(want.tenant, servers);
-        (t.waiters.is_empty() && has_room(want.cap, t.held())).then(|| t.hold())
+        ok(t).then(|| t.hold())
     }
 
     /// Queues `client` behind its tenant's waiters. True when it waits
@@ -351,6 +356,7 @@ impl<C: Copy + Eq> FairQueue<C> {
     }
 
     /// When the longest-waiting client was queued.
+    #[cfg(test)]
     pub fn oldest(&self) -> Option<Instant> {
         self.tenants
             .values()

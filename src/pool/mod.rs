@@ -225,6 +225,7 @@ impl<S: Copy + Eq, C: Copy + Eq> Pools<S, C> {
     }
 
     /// Servers `tenant` holds in `key`'s pool.
+    #[cfg(test)]
     pub fn held(&self, key: &PoolKey, tenant: &str) -> u32 {
         self.keys.get(key).map_or(0, |k| k.waiters.held(tenant))
     }
@@ -267,11 +268,6 @@ impl<S: Copy + Eq, C: Copy + Eq> Pools<S, C> {
         c
     }
 
-    /// True when `key` has clients queued.
-    pub fn has_waiters(&self, key: &PoolKey) -> bool {
-        self.keys.get(key).is_some_and(|k| !k.waiters.is_empty())
-    }
-
     /// Waiters queued at or before `cutoff`, removed from their queues, in
     /// the order they were queued (over all keys and tenants).
     pub fn expired_waiters(&mut self, cutoff: Instant) -> Vec<(PoolKey, C)> {
@@ -285,7 +281,8 @@ impl<S: Copy + Eq, C: Copy + Eq> Pools<S, C> {
         out.into_iter().map(|(_, k, c)| (k, c)).collect()
     }
 
-    /// When the oldest waiter's `since` is, over all keys (for the timer).
+    /// When the oldest waiter's `since` is, over all keys.
+    #[cfg(test)]
     pub fn oldest_wait(&self) -> Option<Instant> {
         self.keys.values().filter_map(|k| k.waiters.oldest()).min()
     }

@@ -524,10 +524,18 @@ impl Session {
 
     /// `ClientIdle` (`in_tx` false) or `IdleTransaction` (true) fired.
     pub(super) fn idle_timed_out(&mut self, in_tx: bool, now: Instant) {
+        let want = if in_tx {
+            Activity::IdleInTransaction
+        } else {
+            Activity::Idle
+        };
+        // A timer that outlived its state is re-armed by `watch_step`.
+        if self.activity() != want {
+            return;
+        }
         let t = self.cfg.timeouts;
-        let (want, code, msg, reason, counter) = if in_tx {
+        let (code, msg, reason, counter) = if in_tx {
             (
-                Activity::IdleInTransaction,
                 "25P03",
                 format!(
                     "terminating connection due to idle-in-transaction timeout \
@@ -539,7 +547,6 @@ impl Session {
             )
         } else {
             (
-                Activity::Idle,
                 "57P05",
                 format!(
                     "terminating connection due to idle-session timeout \
@@ -550,10 +557,6 @@ impl Session {
                 &STATS.client_idle_timeouts,
             )
         };
-        // A timer that outlived its state is re-armed by `watch_step`.
-        if self.activity() != want {
-            return;
-        }
         stats::inc(counter);
         self.end_session(code, &msg, reason, now);
     }
